@@ -1,0 +1,30 @@
+# The two commands README gives a new user. Each builds .venv from nothing but
+# Python 3.11: the CPU wheel torch==2.13.0 first (an unpinned torch would pull
+# several GB of CUDA packages), then the package.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+OUT ?=
+
+.PHONY: quickstart test check lint venv-core venv-test
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+
+venv-core: $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+
+venv-test: $(BIN)/python
+	$(BIN)/pip install --quiet -e ".[test]"
+
+quickstart: venv-core
+	$(BIN)/tms-slt quickstart $(if $(OUT),--out $(OUT),)
+
+test: venv-test
+	$(BIN)/ruff check src tests benchmarks experiments
+	$(BIN)/ruff format --check src tests benchmarks experiments
+	$(BIN)/python -m pytest
+
+check: test

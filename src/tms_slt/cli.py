@@ -1,0 +1,225 @@
+"""The `tms-slt` command line: each subcommand writes a run directory.
+
+Every command takes --config FILE.toml, --out DIR, --seed and --device, shows
+progress bars, and writes config.toml, results.nc and meta.json (plus figures)
+into its run directory. Configuration errors stop before any work with one
+line naming the field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from tms_slt.config import ConfigError, ExperimentConfig, load_config
+
+FIGURE_DPI = 120
+
+
+def _load(args: argparse.Namespace) -> ExperimentConfig:
+    config = load_config(args.config) if args.config else ExperimentConfig()
+    updates = {}
+    if args.seed is not None:
+        updates["seed"] = args.seed
+    if args.device is not None:
+        updates["device"] = args.device
+    return dataclasses.replace(config, **updates) if updates else config
+
+
+def _generator(config: ExperimentConfig):
+    import torch
+
+    return torch.Generator(device=config.device).manual_seed(config.seed)
+
+
+def _out_dir(args: argparse.Namespace, command: str) -> Path:
+    from tms_slt.io import default_run_dir
+
+    return Path(args.out) if args.out else default_run_dir(command)
+
+
+def _most_eventful_instance(tracked: xr.Dataset) -> int:
+    """The instance whose k-gon label changes most often (ties: the lowest index)."""
+    if "kgon" not in tracked:
+        return 0
+    labels = tracked["kgon"].values  # (checkpoint, instance)
+    changes = (labels[1:] != labels[:-1]).sum(0)
+    return int(np.argmax(changes))
+
+
+def format_table(tracked: xr.Dataset, instance: int, max_rows: int = 12) -> str:
+    """A short text table of step, loss, λ̂ ± std, ‖W‖²_F and k-gon for one instance."""
+    ds = tracked.isel(instance=instance)
+    n = ds.sizes["checkpoint"]
+    rows = sorted(set(np.linspace(0, n - 1, min(max_rows, n)).round().astype(int).tolist()))
+    lines = [f"{'step':>7} {'loss':>9} {'LLC':>15} {'|W|^2':>7} {'k-gon':>7}"]
+    for c in rows:
+        p = ds.isel(checkpoint=c)
+        llc = (
+            f"{float(p['llc_mean']):7.2f} ± {float(p['llc_std']):5.2f}" if "llc_mean" in p else "-"
+        )
+        kgon = str(p["kgon"].item()) if "kgon" in p else "-"
+        lines.append(
+            f"{int(p['checkpoint']):>7} {float(p['loss']):>9.5f} {llc:>15} "
+            f"{float(p['feature_count']):>7.3f} {kgon:>7}"
+        )
+    return "\n".join(lines)
+
+
+def _results(trajectory, llc) -> xr.Dataset:
+    """Observables (and LLC) plus what `Trajectory.from_xarray` needs to reload the run."""
+    from tms_slt.transitions import track
+
+    stored = trajectory.to_xarray()
+    extra = stored[[v for v in stored.data_vars if v not in ("W", "b", "loss")]]
+    results = xr.merge([track(trajectory, llc), extra], combine_attrs="no_conflicts")
+    if llc is not None:
+        diagnostics = llc.diagnostics
+        results["llc_reliable"] = diagnostics["reliable"]
+        results["llc_rhat"] = diagnostics["rhat"]
+        results["llc_mcse"] = diagnostics["mcse"]
+    return results
+
+
+def _train_and_track(config: ExperimentConfig, *, with_llc: bool, progress: bool):
+    from tms_slt.sampling.llc import estimate_llc
+    from tms_slt.training import train
+
+    generator = _generator(config)
+    trajectory = train(config, generator=generator, progress=progress)
+    llc = None
+    if with_llc:
+        llc = estimate_llc(
+            trajectory,
+            **dataclasses.asdict(config.llc),
+            generator=generator,
+            progress=progress,
+        )
+    return trajectory, llc, _results(trajectory, llc)
+
+
+def _save_figure(fig, path: Path) -> Path:
+    fig.savefig(path, dpi=FIGURE_DPI)
+    return path
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    """Train Chen et al.'s TMS (6 features, 2 dims), estimate the LLC at every checkpoint."""
+    from tms_slt.io import save_run
+    from tms_slt.plots import plot_quickstart
+
+    config = _load(args)
+    out = _out_dir(args, "quickstart")
+    start = time.perf_counter()
+    _, llc, tracked = _train_and_track(config, with_llc=True, progress=not args.quiet)
+    instance = _most_eventful_instance(tracked) if args.instance is None else args.instance
+    save_run(out, tracked, config, command="quickstart", shown_instance=instance)
+    figure = _save_figure(plot_quickstart(tracked, instance=instance), out / "quickstart.png")
+    print(format_table(tracked, instance))
+    divergent = int(llc.num_divergent.sum())
+    if divergent:
+        print(f"warning: {divergent} SGLD chains diverged and were excluded (see results.nc)")
+    print(
+        f"\ninstance {instance} of {tracked.sizes['instance']}; {time.perf_counter() - start:.1f} s"
+    )
+    print(f"wrote {out / 'results.nc'}, {out / 'meta.json'}, {figure}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train and record observables (no LLC); `tms-slt llc RUN_DIR` adds it later."""
+    from tms_slt.io import save_run
+
+    config = _load(args)
+    out = _out_dir(args, "train")
+    _, _, tracked = _train_and_track(config, with_llc=False, progress=not args.quiet)
+    save_run(out, tracked, config, command="train")
+    print(format_table(tracked, _most_eventful_instance(tracked)))
+    print(f"wrote {out / 'results.nc'}")
+    return 0
+
+
+def cmd_llc(args: argparse.Namespace) -> int:
+    """Estimate the LLC at every checkpoint of a trained run directory."""
+    from tms_slt.io import CONFIG_FILE, RESULTS_FILE, read_dataset, save_run
+    from tms_slt.sampling.llc import estimate_llc
+    from tms_slt.training import Trajectory
+
+    run = Path(args.run_dir)
+    if not (run / RESULTS_FILE).exists():
+        raise ConfigError(
+            f"{run} is not a run directory (no {RESULTS_FILE}); run `tms-slt train` first"
+        )
+    if args.config is None and (run / CONFIG_FILE).exists():
+        args.config = str(run / CONFIG_FILE)
+    config = _load(args)
+    trajectory = Trajectory.from_xarray(read_dataset(run / RESULTS_FILE), config)
+    llc = estimate_llc(
+        trajectory,
+        **dataclasses.asdict(config.llc),
+        generator=_generator(config),
+        progress=not args.quiet,
+    )
+    tracked = _results(trajectory, llc)
+    out = Path(args.out) if args.out else run
+    save_run(out, tracked, config, command="llc")
+    print(format_table(tracked, _most_eventful_instance(tracked)))
+    print(f"wrote {out / 'results.nc'}")
+    return 0
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE.toml", help="experiment config (TOML)")
+    parser.add_argument(
+        "--out", metavar="DIR", help="run directory (default runs/<command>-<time>)"
+    )
+    parser.add_argument("--seed", type=int, help="override the config's seed")
+    parser.add_argument("--device", help="torch device, e.g. cpu or cuda (default: config, cpu)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tms-slt",
+        description="Singular learning theory for toy models of superposition.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    commands: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
+        "quickstart": (cmd_quickstart, "train Chen et al.'s TMS and estimate the LLC end to end"),
+        "train": (cmd_train, "train TMS instances and record their geometry"),
+        "llc": (cmd_llc, "estimate the LLC at every checkpoint of a run directory"),
+    }
+    for name, (handler, help_text) in commands.items():
+        p = sub.add_parser(name, help=help_text, description=handler.__doc__)
+        _common(p)
+        p.set_defaults(handler=handler)
+        if name == "quickstart":
+            p.add_argument("--instance", type=int, help="instance to plot (default: most eventful)")
+        if name == "llc":
+            p.add_argument(
+                "run_dir", metavar="RUN_DIR", help="directory written by `tms-slt train`"
+            )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except ConfigError as err:
+        print(f"tms-slt: config error: {err}", file=sys.stderr)
+        return 2
+    except (ValueError, RuntimeError) as err:
+        print(f"tms-slt {args.command}: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,326 @@
+"""Frozen, validated experiment configuration and strict TOML loading.
+
+Every field is range-checked when the dataclass is built, so a bad value stops
+a run before any work with one line naming the field and what it allows.
+Unknown TOML keys are rejected the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ACTIVATIONS = ("linear", "relu", "swish", "gelu")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+
+
+class ConfigError(ValueError):
+    """A configuration value outside its allowed range (message names the field)."""
+
+
+def _fail(section: str, name: str, allowed: str, got: Any) -> None:
+    raise ConfigError(f"{section}.{name} must be {allowed}, got {got!r}")
+
+
+def _positive_int(section: str, name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        _fail(section, name, "a positive integer", value)
+
+
+def _nonneg_int(section: str, name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        _fail(section, name, "a non-negative integer", value)
+
+
+def _positive_float(section: str, name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        _fail(section, name, "a positive number", value)
+    if not math.isfinite(value):
+        _fail(section, name, "a finite positive number", value)
+
+
+def _nonneg_float(section: str, name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        _fail(section, name, "a non-negative number", value)
+    if not math.isfinite(value):
+        _fail(section, name, "a finite non-negative number", value)
+
+
+def _unit_interval(section: str, name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+        _fail(section, name, "in [0, 1]", value)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The true distribution q (Elhage et al. 2022; Chen et al. 2023).
+
+    Exactly one of `sparsity` (each feature is 0 with probability S, else U[0,1];
+    a scalar or one value per feature) and `active_features` (exactly k features
+    active per sample, the high-sparsity limit of Chen et al.) is set.
+    `n_train` is the size of the fixed training set D_n; 0 means online
+    training with a fresh batch every step.
+    """
+
+    n_features: int = 6
+    sparsity: float | tuple[float, ...] | None = None
+    active_features: int | None = 1
+    importance_decay: float = 1.0
+    n_train: int = 1000
+
+    def __post_init__(self) -> None:
+        s = "data"
+        _positive_int(s, "n_features", self.n_features)
+        if (self.sparsity is None) == (self.active_features is None):
+            raise ConfigError(
+                "data: set exactly one of data.sparsity (independent features) "
+                "and data.active_features (exactly k active)"
+            )
+        if self.sparsity is not None:
+            if isinstance(self.sparsity, list | tuple):
+                object.__setattr__(self, "sparsity", tuple(float(v) for v in self.sparsity))
+                if len(self.sparsity) != self.n_features:
+                    _fail(
+                        s,
+                        "sparsity",
+                        f"a scalar or a list of {self.n_features} values",
+                        self.sparsity,
+                    )
+                for v in self.sparsity:
+                    _unit_interval(s, "sparsity", v)
+            else:
+                _unit_interval(s, "sparsity", self.sparsity)
+        if self.active_features is not None:
+            _positive_int(s, "active_features", self.active_features)
+            if self.active_features > self.n_features:
+                _fail(
+                    s,
+                    "active_features",
+                    f"in [1, n_features={self.n_features}]",
+                    self.active_features,
+                )
+        _positive_float(s, "importance_decay", self.importance_decay)
+        _nonneg_int(s, "n_train", self.n_train)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """x' = act(WᵀWx + b), W of shape (n_hidden, n_features)."""
+
+    n_hidden: int = 2
+    activation: str = "relu"
+    swish_sharpness: float = 1.0
+    bias: bool = True
+    init_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        s = "model"
+        _positive_int(s, "n_hidden", self.n_hidden)
+        if self.activation not in ACTIVATIONS:
+            _fail(s, "activation", f"one of {', '.join(ACTIVATIONS)}", self.activation)
+        _positive_float(s, "swish_sharpness", self.swish_sharpness)
+        if not isinstance(self.bias, bool):
+            _fail(s, "bias", "true or false", self.bias)
+        _positive_float(s, "init_scale", self.init_scale)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimizer, schedule and checkpoints for batched training of many instances.
+
+    The defaults (plain SGD, lr 0.1, batch 100, 5000 steps) follow Chen et al.
+    2023's dynamical experiments: from a Xavier-normal start the instances pass
+    through k-gon plateaus (3 → 4 → 5 represented features) on the way down.
+    """
+
+    num_steps: int = 5000
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    weight_decay: float = 0.0
+    momentum: float = 0.0
+    batch_size: int = 100
+    num_instances: int = 4
+    num_checkpoints: int = 50
+
+    def __post_init__(self) -> None:
+        s = "train"
+        _positive_int(s, "num_steps", self.num_steps)
+        if self.optimizer not in OPTIMIZERS:
+            _fail(s, "optimizer", f"one of {', '.join(OPTIMIZERS)}", self.optimizer)
+        _positive_float(s, "lr", self.lr)
+        _nonneg_float(s, "weight_decay", self.weight_decay)
+        if not 0.0 <= self.momentum < 1.0:
+            _fail(s, "momentum", "in [0, 1)", self.momentum)
+        _positive_int(s, "batch_size", self.batch_size)
+        _positive_int(s, "num_instances", self.num_instances)
+        _positive_int(s, "num_checkpoints", self.num_checkpoints)
+        if self.num_checkpoints < 2:
+            _fail(
+                s, "num_checkpoints", "at least 2 (step 0 and the last step)", self.num_checkpoints
+            )
+
+
+@dataclass(frozen=True)
+class LLCConfig:
+    """Localized, tempered SGLD for the LLC (Lau et al. 2023, arXiv 2308.12108).
+
+    `nbeta` = nβ; None means n / log n with n the number of training samples.
+    """
+
+    step_size: float = 1e-3
+    nbeta: float | None = None
+    localization: float = 100.0
+    num_chains: int = 4
+    num_draws: int = 500
+    num_burnin: int = 100
+    batch_size: int = 100
+
+    def __post_init__(self) -> None:
+        s = "llc"
+        _positive_float(s, "step_size", self.step_size)
+        if self.nbeta is not None:
+            _positive_float(s, "nbeta", self.nbeta)
+        _nonneg_float(s, "localization", self.localization)
+        _positive_int(s, "num_chains", self.num_chains)
+        _positive_int(s, "num_draws", self.num_draws)
+        _nonneg_int(s, "num_burnin", self.num_burnin)
+        if self.num_burnin >= self.num_draws:
+            _fail(s, "num_burnin", f"smaller than llc.num_draws={self.num_draws}", self.num_burnin)
+        _positive_int(s, "batch_size", self.batch_size)
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """One resolved run: true distribution, model, training and LLC settings."""
+
+    seed: int = 0
+    device: str = "cpu"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    llc: LLCConfig = field(default_factory=LLCConfig)
+
+    def __post_init__(self) -> None:
+        _nonneg_int("experiment", "seed", self.seed)
+        if self.model.n_hidden >= self.data.n_features:
+            raise ConfigError(
+                f"model.n_hidden must be smaller than data.n_features={self.data.n_features} "
+                f"(superposition needs m < n), got {self.model.n_hidden}"
+            )
+        n = self.data.n_train
+        if n and self.llc.batch_size > n:
+            _fail("llc", "batch_size", f"at most data.n_train={n}", self.llc.batch_size)
+        if n and self.train.batch_size > n:
+            _fail("train", "batch_size", f"at most data.n_train={n}", self.train.batch_size)
+        if self.llc.nbeta is None and n == 1:
+            raise ConfigError("llc.nbeta must be given when data.n_train is 1 (n/log n undefined)")
+
+
+_SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "train": TrainConfig,
+    "llc": LLCConfig,
+}
+
+
+def config_from_dict(raw: Mapping[str, Any]) -> ExperimentConfig:
+    """Build an ExperimentConfig from nested mappings, rejecting unknown keys."""
+    top_fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
+    for key in raw:
+        if key not in top_fields:
+            raise ConfigError(f"unknown key {key!r} (allowed: {', '.join(sorted(top_fields))})")
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in _SECTIONS:
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"[{key}] must be a table, got {value!r}")
+            cls = _SECTIONS[key]
+            allowed = {f.name for f in dataclasses.fields(cls)}
+            for sub in value:
+                if sub not in allowed:
+                    raise ConfigError(
+                        f"unknown key '{key}.{sub}' (allowed: {', '.join(sorted(allowed))})"
+                    )
+            value = dict(value)
+            if key == "data" and "sparsity" in value and "active_features" not in value:
+                # Giving a sparsity selects independent features over the exactly-k default.
+                value["active_features"] = None
+            kwargs[key] = cls(**value)
+        else:
+            kwargs[key] = value
+    return ExperimentConfig(**kwargs)
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read a TOML file into a validated ExperimentConfig."""
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: invalid TOML ({err})") from None
+    return config_from_dict(raw)
+
+
+def config_to_dict(config: ExperimentConfig) -> dict[str, Any]:
+    """Plain nested dict (None values dropped, tuples as lists) for TOML/JSON output."""
+
+    def clean(obj: Any) -> Any:
+        if isinstance(obj, dict):
+            return {k: clean(v) for k, v in obj.items() if v is not None}
+        if isinstance(obj, tuple):
+            return list(obj)
+        return obj
+
+    return clean(dataclasses.asdict(config))
+
+
+def with_overrides(config: ExperimentConfig, overrides: Mapping[str, Any]) -> ExperimentConfig:
+    """Return a copy with dotted-path overrides, e.g. {"data.sparsity": 0.9}, validated."""
+    raw = config_to_dict(config)
+    for dotted, value in overrides.items():
+        parts = dotted.split(".")
+        target = raw
+        for part in parts[:-1]:
+            if not isinstance(target.get(part), dict):
+                raise ConfigError(f"unknown config field {dotted!r}")
+            target = target[part]
+        target[parts[-1]] = value
+    # Overriding one data mode switches the other off.
+    data = raw.get("data", {})
+    if "data.sparsity" in overrides and "data.active_features" not in overrides:
+        data.pop("active_features", None)
+    if "data.active_features" in overrides and "data.sparsity" not in overrides:
+        data.pop("sparsity", None)
+    return config_from_dict(raw)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def config_to_toml(config: ExperimentConfig) -> str:
+    """The resolved config as TOML text that `load_config` reads back identically."""
+    raw = config_to_dict(config)
+    lines = [f"{k} = {_toml_value(v)}" for k, v in raw.items() if not isinstance(v, dict)]
+    for section, table in raw.items():
+        if isinstance(table, dict):
+            lines.append(f"\n[{section}]")
+            lines.extend(f"{k} = {_toml_value(v)}" for k, v in table.items())
+    return "\n".join(lines) + "\n"

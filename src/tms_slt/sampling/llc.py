@@ -1,0 +1,513 @@
+"""The local learning coefficient (LLC): `estimate_llc` runs SGLD, `compute_llc`
+recomputes the estimate from stored loss traces.
+
+Lau, Furman, Wang, Murfet, Wei 2023 (arXiv 2308.12108):
+
+    λ̂(w*) = nβ (E_w[L_n(w)] − L_n(w*)),   nβ = n / log n by default,
+
+the expectation over the localized tempered posterior
+∝ exp(−nβ L_n(w) − (γ/2)‖w − w*‖²), approximated by SGLD chains. As in
+devinterp, E_w[L_n(w)] is estimated by the minibatch losses along the chains
+after burn-in. w* must be a local minimum of L_n: evaluated elsewhere λ̂ is shifted
+by about nβ(L_n(w*) − L_n(ŵ)) (negative estimates are flagged, see diagnostics).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from tms_slt.models import TMSParams, get_activation
+from tms_slt.sampling.problems import Problem, module_problem, potential_problem, tms_problem
+from tms_slt.sampling.sgld import SGLD, Coefficient
+
+if TYPE_CHECKING:
+    import arviz
+    import xarray as xr
+
+    from tms_slt.training import Trajectory
+
+#: A chain is divergent when nβ(L_t − L_n(w*)) exceeds this many times its number
+#: of parameters d (i.e. 200 × the largest possible LLC, d/2), or is not finite.
+DIVERGENCE_FACTOR = 100.0
+
+
+def default_nbeta(n: int) -> float:
+    """nβ = n / log n, the inverse temperature β = 1/log n of Lau et al. 2023, times n."""
+    if n < 2:
+        raise ValueError(f"n / log n needs n >= 2 training samples, got {n}")
+    return n / math.log(n)
+
+
+@dataclass(frozen=True)
+class LLCResult:
+    """LLC estimates for every leading index (e.g. checkpoint, instance) and chain.
+
+    Attributes:
+        loss_trace: (..., chain, draw) minibatch loss along each chain.
+        init_loss: (...) L_n(w*) at the anchor.
+        nbeta: nβ used by the sampler: a float, or a tensor broadcastable to (...)
+            (one nβ per leading index, e.g. per calibration setting).
+        num_burnin: leading draws discarded from the estimate.
+        dims: names of the leading dims of `init_loss`.
+        coords: coordinate values for some of `dims`.
+        num_params: d, parameters per chain (sets the divergence bound).
+        divergence_bound: chains whose nβ(L_t − L_n(w*)) exceeds it are divergent.
+        mala_accept: (..., chain, draw) MALA acceptance probabilities, or None.
+    """
+
+    loss_trace: Tensor
+    init_loss: Tensor
+    nbeta: float | Tensor
+    num_burnin: int
+    dims: tuple[str, ...] = ()
+    coords: dict[str, Any] = field(default_factory=dict)
+    num_params: int | None = None
+    divergence_bound: float | None = None
+    mala_accept: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.loss_trace.ndim < 2:
+            raise ValueError("loss_trace must have shape (..., chain, draw)")
+        if tuple(self.loss_trace.shape[:-2]) != tuple(self.init_loss.shape):
+            raise ValueError(
+                f"loss_trace leading shape {tuple(self.loss_trace.shape[:-2])} does not match "
+                f"init_loss shape {tuple(self.init_loss.shape)}"
+            )
+        if not 0 <= self.num_burnin < self.loss_trace.shape[-1]:
+            raise ValueError(
+                f"num_burnin must be in [0, {self.loss_trace.shape[-1]}), got {self.num_burnin}"
+            )
+        if len(self.dims) != self.init_loss.ndim:
+            raise ValueError(f"dims {self.dims} do not name the {self.init_loss.ndim} leading dims")
+        if self.mala_accept is not None and self.mala_accept.shape != self.loss_trace.shape:
+            raise ValueError("mala_accept must have the shape of loss_trace")
+
+    @cached_property
+    def nbeta_per_index(self) -> Tensor:
+        """nβ broadcast to the leading shape (...), float64."""
+        nb = torch.as_tensor(self.nbeta, dtype=torch.float64)
+        return torch.broadcast_to(nb, self.init_loss.shape)
+
+    @cached_property
+    def llc_trace(self) -> Tensor:
+        """nβ (L_t − L_n(w*)), shape (..., chain, draw), in float64."""
+        diff = self.loss_trace.double() - self.init_loss.double()[..., None, None]
+        return self.nbeta_per_index[..., None, None] * diff
+
+    @cached_property
+    def divergent(self) -> Tensor:
+        """(..., chain) True where the chain's loss went non-finite or out of bounds."""
+        trace = self.llc_trace
+        bad = ~torch.isfinite(trace).all(-1)
+        if self.divergence_bound is not None:
+            bad |= (trace.nan_to_num(posinf=math.inf) > self.divergence_bound).any(-1)
+        return bad
+
+    @cached_property
+    def per_chain(self) -> Tensor:
+        """(..., chain) λ̂ of each chain from its post-burn-in draws; NaN if divergent."""
+        est = self.llc_trace[..., self.num_burnin :].mean(-1)
+        return est.masked_fill(self.divergent, math.nan)
+
+    @property
+    def num_divergent(self) -> Tensor:
+        """(...) number of divergent chains (excluded from `mean` and `std`)."""
+        return self.divergent.sum(-1)
+
+    @cached_property
+    def mean(self) -> Tensor:
+        """(...) mean λ̂ over non-divergent chains (NaN when every chain diverged)."""
+        return self.per_chain.nanmean(-1)
+
+    @cached_property
+    def std(self) -> Tensor:
+        """(...) standard deviation of λ̂ across non-divergent chains (ddof = 1)."""
+        ok = ~self.divergent
+        k = ok.sum(-1)
+        dev = (self.per_chain - self.mean[..., None]).nan_to_num(0.0) ** 2
+        return (dev.sum(-1) / (k - 1).clamp(min=1)).sqrt().masked_fill(k < 2, math.nan)
+
+    @property
+    def num_chains(self) -> int:
+        return self.loss_trace.shape[-2]
+
+    @property
+    def num_draws(self) -> int:
+        return self.loss_trace.shape[-1]
+
+    @cached_property
+    def diagnostics(self) -> xr.Dataset:
+        """R-hat, ESS, MCSE of λ̂ and the reliability flags (see sampling.diagnostics)."""
+        from tms_slt.sampling.diagnostics import llc_diagnostics
+
+        return llc_diagnostics(self)
+
+    def to_inference_data(self) -> arviz.InferenceData:
+        """Post-burn-in λ̂ draws as an ArviZ InferenceData (see sampling.diagnostics)."""
+        from tms_slt.sampling.diagnostics import to_inference_data
+
+        return to_inference_data(self)
+
+    def to_xarray(self) -> xr.Dataset:
+        """Everything as one Dataset over the leading dims, `chain` and `draw`."""
+        import xarray as xr
+
+        lead = list(self.dims)
+        coords = {d: np.asarray(v) for d, v in self.coords.items()}
+        data = {
+            "llc_mean": (lead, self.mean.numpy()),
+            "llc_std": (lead, self.std.numpy()),
+            "llc_per_chain": ([*lead, "chain"], self.per_chain.numpy()),
+            "num_divergent": (lead, self.num_divergent.numpy()),
+            "divergent": ([*lead, "chain"], self.divergent.numpy()),
+            "init_loss": (lead, self.init_loss.double().numpy()),
+            "loss_trace": ([*lead, "chain", "draw"], self.loss_trace.double().numpy()),
+            "nbeta": (lead, self.nbeta_per_index.numpy()),
+        }
+        if self.mala_accept is not None:
+            data["mala_accept"] = ([*lead, "chain", "draw"], self.mala_accept.double().numpy())
+        return xr.Dataset(data, coords=coords, attrs={"num_burnin": self.num_burnin})
+
+
+def compute_llc(
+    loss_trace: Tensor,
+    init_loss: Tensor,
+    nbeta: float | Tensor,
+    *,
+    num_burnin: int,
+    dims: Sequence[str] | None = None,
+    coords: dict[str, Any] | None = None,
+    num_params: int | None = None,
+    mala_accept: Tensor | None = None,
+) -> LLCResult:
+    """λ̂ = nβ (mean of the post-burn-in losses − L_n(w*)) from stored traces.
+
+    Args:
+        loss_trace: (..., chain, draw) losses along SGLD chains.
+        init_loss: (...) L_n(w*).
+        nbeta: the nβ the chains were sampled at (it must match the sampler's); a
+            float or a tensor broadcastable to (...).
+        num_burnin: number of leading draws to discard.
+        dims, coords: names and coordinates of the leading dims.
+        num_params: parameters per chain d; enables the divergence bound
+            nβ(L_t − L_n(w*)) > DIVERGENCE_FACTOR · d. Without it only non-finite
+            losses mark a chain divergent.
+        mala_accept: optional (..., chain, draw) MALA acceptance probabilities.
+    """
+    nb = torch.as_tensor(nbeta)
+    if not bool((nb > 0).all()):
+        raise ValueError(f"nbeta must be positive, got {nbeta}")
+    loss_trace = torch.as_tensor(loss_trace)
+    init_loss = torch.as_tensor(init_loss)
+    if dims is None:
+        dims = tuple(f"dim_{i}" for i in range(init_loss.ndim))
+    bound = DIVERGENCE_FACTOR * num_params if num_params else None
+    return LLCResult(
+        loss_trace=loss_trace,
+        init_loss=init_loss,
+        nbeta=float(nbeta) if not isinstance(nbeta, Tensor) else nbeta,
+        num_burnin=num_burnin,
+        dims=tuple(dims),
+        coords=dict(coords or {}),
+        num_params=num_params,
+        divergence_bound=bound,
+        mala_accept=mala_accept,
+    )
+
+
+def _is_potential(target: Any) -> bool:
+    from tms_slt.theory import Potential
+
+    return isinstance(target, Potential)
+
+
+def problem_for(
+    target: Any,
+    loss_fn: Callable[..., Tensor] | None,
+    dataset: Any,
+    *,
+    importance: Tensor | None,
+    activation: str,
+    swish_sharpness: float,
+    num_chains: int,
+    batch_size: int,
+) -> Problem:
+    """Build the sampler's `Problem` for any supported target (see `estimate_llc`)."""
+    from tms_slt.training import Trajectory
+
+    if isinstance(target, Trajectory):
+        if target.train_data is None and dataset is None:
+            raise ValueError(
+                "this trajectory was trained online; pass dataset= to estimate the LLC"
+            )
+        data = target.train_data if dataset is None else torch.as_tensor(dataset)
+        sample_bias = target.config.model.bias if target.config is not None else True
+        return tms_problem(
+            target.W,
+            target.b,
+            data,
+            target.importance,
+            target.activation_fn(),
+            sample_bias=sample_bias,
+            num_chains=num_chains,
+            batch_size=batch_size,
+            dims=("checkpoint", "instance"),
+            coords={
+                "checkpoint": target.steps.numpy(),
+                "instance": np.arange(target.num_instances),
+            },
+        )
+    if isinstance(target, torch.nn.Module):
+        return module_problem(
+            target, loss_fn, dataset, num_chains=num_chains, batch_size=batch_size
+        )
+    if _is_potential(target):
+        return potential_problem(target, dataset, num_chains=num_chains)
+    if (
+        isinstance(target, tuple)
+        and len(target) == 2
+        and all(isinstance(t, Tensor) for t in target)
+    ):
+        W, b = TMSParams(*target)
+        if dataset is None:
+            raise ValueError(
+                "TMS parameters need dataset= (the training set D_n, shape (..., n, n_features))"
+            )
+        imp = None if importance is None else torch.as_tensor(importance, dtype=W.dtype)
+        lead = W.shape[:-2]
+        return tms_problem(
+            W,
+            b,
+            torch.as_tensor(dataset),
+            imp,
+            get_activation(activation, sharpness=swish_sharpness),
+            sample_bias=True,
+            num_chains=num_chains,
+            batch_size=batch_size,
+            dims=tuple(f"dim_{i}" for i in range(len(lead))),
+            coords={},
+        )
+    raise TypeError(
+        "estimate_llc takes a Trajectory, TMS parameters (W, b), a torch.nn.Module or a "
+        f"theory.Potential, got {type(target).__name__}"
+    )
+
+
+def _check_positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _check_coefficient(name: str, value: Any, *, allow_zero: bool) -> None:
+    t = torch.as_tensor(value, dtype=torch.float64)
+    ok = (t >= 0) if allow_zero else (t > 0)
+    if not (bool(ok.all()) and bool(torch.isfinite(t).all())):
+        sign = "non-negative" if allow_zero else "positive"
+        raise ValueError(f"{name} must be {sign}, got {value}")
+
+
+def check_hyperparameters(
+    *,
+    step_size: Coefficient,
+    nbeta: Coefficient | None,
+    localization: Coefficient,
+    num_chains: int,
+    num_draws: int,
+    num_burnin: int,
+    batch_size: int,
+) -> None:
+    """Raise a one-line ValueError for any invalid sampler setting, before any work."""
+    for name, value in (
+        ("num_chains", num_chains),
+        ("num_draws", num_draws),
+        ("batch_size", batch_size),
+    ):
+        _check_positive_int(name, value)
+    if isinstance(num_burnin, bool) or not isinstance(num_burnin, int):
+        raise ValueError(f"num_burnin must be an integer, got {num_burnin!r}")
+    if not 0 <= num_burnin < num_draws:
+        raise ValueError(f"num_burnin must be in [0, num_draws={num_draws}), got {num_burnin}")
+    _check_coefficient("step_size (ε)", step_size, allow_zero=False)
+    if nbeta is not None:
+        _check_coefficient("nbeta (nβ)", nbeta, allow_zero=False)
+    _check_coefficient("localization (γ)", localization, allow_zero=True)
+
+
+def estimate_llc(
+    target: Trajectory | TMSParams | tuple[Tensor, Tensor] | torch.nn.Module | Any,
+    loss_fn: Callable[..., Tensor] | None = None,
+    dataset: Any = None,
+    *,
+    step_size: float = 1e-3,
+    nbeta: float | None = None,
+    localization: float = 100.0,
+    num_chains: int = 4,
+    num_draws: int = 500,
+    num_burnin: int = 100,
+    batch_size: int = 100,
+    weight_decay: float = 0.0,
+    bounding_box: float | None = None,
+    importance: Tensor | None = None,
+    activation: str = "relu",
+    swish_sharpness: float = 1.0,
+    mala: bool = False,
+    compile: bool = False,
+    generator: torch.Generator | None = None,
+    progress: bool = True,
+) -> LLCResult:
+    """Estimate the LLC λ̂(w*) = nβ(E[L_n(w)] − L_n(w*)) at every anchor at once.
+
+    All anchors (every checkpoint × instance of a Trajectory, or every leading
+    index of TMS params) and all chains advance together in one batched SGLD
+    step (Lau et al. 2023, arXiv 2308.12108):
+
+        w ← w − (ε/2)(nβ ∇L_m(w) + γ(w − w*)) + N(0, ε),
+
+    Args:
+        target: a Trajectory (uses its training set D_n), TMS params (W, b) with
+            any leading dims plus `dataset` of shape (..., n, n_features), any
+            nn.Module with `loss_fn(model, batch) -> mean loss` and `dataset` a
+            tensor or tuple of tensors indexed along dim 0 (chains are vmapped
+            through torch.func.functional_call), or a `theory.Potential` K(w)
+            (no data; `dataset` is then the anchor w*, default 0, and nβ is required).
+        step_size: ε > 0.
+        nbeta: nβ > 0; default n / log n with n the number of training samples.
+        localization: γ ≥ 0.
+        num_chains, num_draws, num_burnin: chains per anchor, draws per chain
+            (including burn-in), and the burn-in discarded from the estimate.
+        batch_size: minibatch size m of the gradient; each chain draws its own.
+        weight_decay, bounding_box: see `SGLD`.
+        importance, activation, swish_sharpness: the TMS loss, for raw params.
+        mala: also record the per-step MALA acceptance probability (a second
+            gradient evaluation per step); `LLCResult.mala_accept`.
+        compile: run the step through `torch.compile` (opt-in: a one-off compile
+            cost, then fewer, fused kernels; same results to float tolerance).
+        generator: the single source of noise and minibatches (per-run stream);
+            default a generator seeded with 0.
+        progress: show a progress bar over draws.
+
+    Returns:
+        LLCResult with traces of shape (..., chain, draw).
+
+    Raises:
+        ValueError: invalid settings (ε ≤ 0, nβ ≤ 0, γ < 0, burn-in ≥ draws, a batch
+            larger than the dataset, a model without parameters, a loss that is not a
+            scalar per batch), always before sampling starts.
+    """
+    check_hyperparameters(
+        step_size=step_size,
+        nbeta=nbeta,
+        localization=localization,
+        num_chains=num_chains,
+        num_draws=num_draws,
+        num_burnin=num_burnin,
+        batch_size=batch_size,
+    )
+    problem = problem_for(
+        target,
+        loss_fn,
+        dataset,
+        importance=importance,
+        activation=activation,
+        swish_sharpness=swish_sharpness,
+        num_chains=num_chains,
+        batch_size=batch_size,
+    )
+    if nbeta is None:
+        if problem.n is None:
+            raise ValueError("a Potential has no training set: pass nbeta explicitly")
+        nbeta = default_nbeta(problem.n)
+    kernel = SGLD(
+        problem.loss_and_grad,
+        problem.event_ndims,
+        step_size=step_size,
+        nbeta=nbeta,
+        localization=localization,
+        weight_decay=weight_decay,
+        bounding_box=bounding_box,
+        mala=mala,
+    )
+    if generator is None:
+        generator = torch.Generator(device=problem.params[0].device).manual_seed(0)
+    traces = run_chains(
+        kernel,
+        problem.params,
+        problem.sample_batch,
+        num_draws,
+        generator,
+        progress,
+        compile=compile,
+    )
+    return compute_llc(
+        traces.loss,
+        problem.init_loss,
+        nbeta,
+        num_burnin=num_burnin,
+        dims=problem.dims,
+        coords=problem.coords,
+        num_params=problem.num_params,
+        mala_accept=traces.mala_accept,
+    )
+
+
+class Traces(NamedTuple):
+    """What `run_chains` records, each (..., chain, draw)."""
+
+    loss: Tensor
+    mala_accept: Tensor | None
+
+
+def draw_noise(params: Sequence[Tensor], generator: torch.Generator) -> tuple[Tensor, ...]:
+    """Standard normals shaped like `params`, drawn in parameter order from `generator`."""
+    return tuple(
+        torch.randn(p.shape, generator=generator, device=generator.device, dtype=p.dtype).to(
+            p.device
+        )
+        for p in params
+    )
+
+
+def run_chains(
+    kernel: SGLD,
+    params: tuple[Tensor, ...],
+    sample_batch: Callable[[torch.Generator], Any],
+    num_draws: int,
+    generator: torch.Generator,
+    progress: bool = False,
+    *,
+    compile: bool = False,
+) -> Traces:
+    """Run `num_draws` SGLD steps from `params` (also the anchor w*).
+
+    Each step draws the minibatch, then the noise, from `generator`, in that order.
+    With `compile=True` the tensor part of the step (`SGLD.update`) goes through
+    `torch.compile`; batches and noise are still drawn eagerly, so the random
+    stream, and hence the trace up to float rounding, is the same.
+    """
+    state = kernel.init(params)
+    update = torch.compile(kernel.update, dynamic=False) if compile else kernel.update
+    anchor = state.anchor
+    current = state.params
+    losses: list[Tensor] = []
+    accepts: list[Tensor] = []
+    with torch.no_grad():
+        for _ in tqdm(range(num_draws), desc="sampling", disable=not progress, mininterval=0.5):
+            batch = sample_batch(generator)
+            noise = draw_noise(current, generator)
+            current, info = update(current, anchor, batch, noise)
+            losses.append(info.loss)
+            if info.mala_accept is not None:
+                accepts.append(info.mala_accept)
+    return Traces(
+        loss=torch.stack(losses, dim=-1),
+        mala_accept=torch.stack(accepts, dim=-1) if accepts else None,
+    )

@@ -1,0 +1,216 @@
+"""What the LLC sampler needs from each kind of target, as one `Problem`.
+
+A problem holds the start/anchor parameters with a chain dim, a batched
+`loss_and_grad`, a minibatch sampler driven by an explicit generator, L_n(w*)
+and the sample size n. Three targets are supported: TMS parameters (analytic
+gradients, `models.loss_and_grad`), any `torch.nn.Module` with a loss and dataset
+(`torch.func.functional_call` vmapped over chains, one autograd call), and a
+`theory.Potential` K(w) (a loss without data, for known-λ tests).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from tms_slt.models import Activation, loss_and_grad, reconstruction_loss
+from tms_slt.sampling.sgld import LossAndGrad, autograd_loss_and_grad
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Start/anchor params (each (..., chain, *event)), a batched loss and its data."""
+
+    params: tuple[Tensor, ...]
+    event_ndims: tuple[int, ...]
+    loss_and_grad: LossAndGrad
+    sample_batch: Callable[[torch.Generator], Any]
+    init_loss: Tensor  # (...)
+    n: int | None  # training-set size; None for a potential (no data)
+    dims: tuple[str, ...]
+    coords: dict[str, Any]
+
+    @property
+    def num_params(self) -> int:
+        """d, the number of parameters of one chain."""
+        total = 0
+        for p, k in zip(self.params, self.event_ndims, strict=True):
+            total += int(torch.tensor(p.shape[p.ndim - k :]).prod()) if k else 1
+        return total
+
+
+def add_chain_dim(t: Tensor, event_ndims: int, num_chains: int) -> Tensor:
+    """(..., *event) -> (..., chain, *event), each chain a copy."""
+    t = t.unsqueeze(t.ndim - event_ndims)
+    shape = list(t.shape)
+    shape[t.ndim - event_ndims - 1] = num_chains
+    return t.expand(shape).contiguous()
+
+
+def tms_problem(
+    W: Tensor,
+    b: Tensor,
+    data: Tensor,
+    importance: Tensor | None,
+    activation: Activation,
+    *,
+    sample_bias: bool,
+    num_chains: int,
+    batch_size: int,
+    dims: tuple[str, ...],
+    coords: dict[str, Any],
+) -> Problem:
+    """TMS params W (..., m, n), b (..., n) with a training set of shape (..., N, n).
+
+    The dataset's leading dims must be a suffix of the parameters' (e.g. one training
+    set per instance, shared by every checkpoint). Each chain draws its own minibatch
+    of `batch_size` rows (with replacement) every step.
+    """
+    lead = W.shape[:-2]
+    n_features = W.shape[-1]
+    if b.shape != (*lead, n_features):
+        raise ValueError(f"b must have shape {(*lead, n_features)}, got {tuple(b.shape)}")
+    if data.ndim < 2 or data.shape[-1] != n_features:
+        raise ValueError(f"dataset must have shape (..., n, {n_features}), got {tuple(data.shape)}")
+    data_lead, N = data.shape[:-2], data.shape[-2]
+    if len(data_lead) > len(lead) or tuple(lead[len(lead) - len(data_lead) :]) != tuple(data_lead):
+        raise ValueError(
+            f"dataset leading shape {tuple(data_lead)} must be a suffix of the parameters' "
+            f"leading shape {tuple(lead)}"
+        )
+    if batch_size > N:
+        raise ValueError(f"batch_size={batch_size} is larger than the dataset (n={N})")
+    with torch.no_grad():
+        init_loss = reconstruction_loss(W, b, data, importance, activation)
+    if importance is not None and importance.ndim > 1:
+        importance = importance.unsqueeze(-2)  # per-instance importances: room for the chain dim
+    flat = data.reshape(-1, n_features)
+    offsets = (torch.arange(flat.shape[0] // N, device=data.device) * N).reshape(*data_lead, 1, 1)
+    idx_shape = (*lead, num_chains, batch_size)
+
+    def sample_batch(generator: torch.Generator) -> Tensor:
+        idx = torch.randint(N, idx_shape, generator=generator, device=generator.device)
+        rows = (idx.to(data.device) + offsets).flatten()
+        return flat.index_select(0, rows).view(*idx_shape, n_features)
+
+    W0 = add_chain_dim(W, 2, num_chains)
+    b0 = add_chain_dim(b, 1, num_chains)
+    if sample_bias:
+
+        def grad_fn(params: tuple[Tensor, ...], x: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
+            loss, dW, db = loss_and_grad(params[0], params[1], x, importance, activation)
+            return loss, (dW, db)
+
+        params, event = (W0, b0), (2, 1)
+    else:
+
+        def grad_fn(params: tuple[Tensor, ...], x: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
+            loss, dW, _ = loss_and_grad(params[0], b0, x, importance, activation)
+            return loss, (dW,)
+
+        params, event = (W0,), (2,)
+    return Problem(params, event, grad_fn, sample_batch, init_loss, N, dims, coords)
+
+
+def as_dataset(dataset: Any) -> tuple[Tensor, ...]:
+    """A tensor or a tuple of tensors sharing their first (sample) dim."""
+    tensors = (dataset,) if isinstance(dataset, Tensor) else tuple(dataset or ())
+    if not tensors or not all(isinstance(t, Tensor) for t in tensors):
+        raise ValueError("dataset must be a tensor or a tuple of tensors")
+    n = tensors[0].shape[0]
+    if any(t.shape[0] != n for t in tensors):
+        raise ValueError("all dataset tensors must have the same first dimension")
+    return tensors
+
+
+def module_problem(
+    model: torch.nn.Module,
+    loss_fn: Callable[[Callable[..., Any], tuple[Tensor, ...]], Tensor] | None,
+    dataset: Any,
+    *,
+    num_chains: int,
+    batch_size: int,
+) -> Problem:
+    """Any nn.Module: `loss_fn(model, batch) -> scalar mean loss of the batch`.
+
+    `model` inside `loss_fn` is a callable running the module with one chain's
+    parameters (`torch.func.functional_call`); chains are `vmap`ped and one autograd
+    call gives every chain's gradient. Errors are raised here, before any sampling.
+    """
+    from torch.func import functional_call, vmap
+
+    named = dict(model.named_parameters())
+    if not named:
+        raise ValueError("the model has no parameters to sample")
+    names, values = tuple(named), tuple(named.values())
+    if loss_fn is None:
+        raise ValueError("an nn.Module needs loss_fn(model, batch) -> scalar mean loss")
+    data = as_dataset(dataset)
+    N = data[0].shape[0]
+    if batch_size > N:
+        raise ValueError(f"batch_size={batch_size} is larger than the dataset (n={N})")
+    buffers = dict(model.named_buffers())
+
+    def single_loss(params: tuple[Tensor, ...], batch: tuple[Tensor, ...]) -> Tensor:
+        state = {**dict(zip(names, params, strict=True)), **buffers}
+        return loss_fn(lambda *args, **kw: functional_call(model, state, args, kw), batch)
+
+    anchor = tuple(v.detach() for v in values)
+    with torch.no_grad():
+        probe = single_loss(anchor, tuple(t[:batch_size] for t in data))
+        if not isinstance(probe, Tensor) or probe.ndim != 0:
+            shape = tuple(probe.shape) if isinstance(probe, Tensor) else type(probe).__name__
+            raise ValueError(
+                f"loss_fn must return a scalar tensor (the mean loss of a batch), got {shape}"
+            )
+        chunks = [
+            single_loss(anchor, tuple(t[i : i + batch_size] for t in data)) * min(batch_size, N - i)
+            for i in range(0, N, batch_size)
+        ]
+        init_loss = torch.stack(chunks).sum() / N
+
+    def batched_loss(params: tuple[Tensor, ...], batch: tuple[Tensor, ...]) -> Tensor:
+        return vmap(single_loss)(params, batch)
+
+    def sample_batch(generator: torch.Generator) -> tuple[Tensor, ...]:
+        idx = torch.randint(
+            N, (num_chains, batch_size), generator=generator, device=generator.device
+        )
+        return tuple(t[idx.to(t.device)] for t in data)
+
+    params = tuple(add_chain_dim(v, v.ndim, num_chains) for v in anchor)
+    event = tuple(v.ndim for v in anchor)
+    grad_fn = autograd_loss_and_grad(batched_loss)
+    return Problem(params, event, grad_fn, sample_batch, init_loss, N, (), {})
+
+
+def potential_problem(potential: Any, anchor: Tensor | None, *, num_chains: int) -> Problem:
+    """A `theory.Potential` K(w) ≥ 0 as a loss without data, anchored at w* (default 0).
+
+    λ̂ = nβ(E[K] − K(w*)); there is no n, so nβ must be given explicitly.
+    """
+    dim = potential.dim
+    w0 = torch.zeros(dim) if anchor is None else torch.as_tensor(anchor, dtype=torch.float32)
+    if w0.shape[-1:] != (dim,):
+        raise ValueError(f"anchor must have shape (..., {dim}), got {tuple(w0.shape)}")
+    with torch.no_grad():
+        init_loss = potential(w0)
+
+    def loss(params: tuple[Tensor, ...], _batch: Any) -> Tensor:
+        return potential(params[0])
+
+    lead = w0.shape[:-1]
+    return Problem(
+        params=(add_chain_dim(w0, 1, num_chains),),
+        event_ndims=(1,),
+        loss_and_grad=autograd_loss_and_grad(loss),
+        sample_batch=lambda _generator: None,
+        init_loss=init_loss,
+        n=None,
+        dims=tuple(f"dim_{i}" for i in range(len(lead))),
+        coords={},
+    )
