@@ -56,6 +56,15 @@ def _unit_interval(section: str, name: str, value: Any) -> None:
         _fail(section, name, "in [0, 1]", value)
 
 
+def _check_device(device: Any) -> None:
+    import torch
+
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError):
+        _fail("experiment", "device", "a torch device such as 'cpu' or 'cuda:0'", device)
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """The true distribution q (Elhage et al. 2022; Chen et al. 2023).
@@ -207,6 +216,7 @@ class ExperimentConfig:
 
     def __post_init__(self) -> None:
         _nonneg_int("experiment", "seed", self.seed)
+        _check_device(self.device)
         if self.model.n_hidden >= self.data.n_features:
             raise ConfigError(
                 f"model.n_hidden must be smaller than data.n_features={self.data.n_features} "

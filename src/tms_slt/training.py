@@ -194,22 +194,22 @@ def train(
     full_batch = bool(n_train) and t.batch_size >= n_train
 
     def save(q: TMSDistribution) -> None:
-        nonlocal eval_data, importance
+        nonlocal eval_data
         if scheduled:
             eval_data = _per_instance(q, I, EVAL_SAMPLES, generator).to(device)
-            importance = q.importance.to(device)
         with torch.no_grad():
             saved_loss.append(reconstruction_loss(W, b, eval_data, importance, activation))
         saved_W.append(W.detach().clone())
         saved_b.append(b.detach().clone())
 
     q = q0
-    save(q)
+    save(q)  # step 0
     for step in tqdm(
         range(1, t.num_steps + 1), desc="training", disable=not progress, mininterval=0.5
     ):
         if scheduled:
             q = distribution(step)
+            importance = q.importance.to(device)
         if full_batch:
             x = data
         elif n_train:
@@ -217,7 +217,7 @@ def train(
             x = data[rows, idx]
         else:
             x = _per_instance(q, I, t.batch_size, generator).to(device)
-        loss = reconstruction_loss(W, b, x, q.importance.to(device), activation)
+        loss = reconstruction_loss(W, b, x, importance, activation)
         if not torch.isfinite(loss).all():
             bad = torch.nonzero(~torch.isfinite(loss)).flatten().tolist()
             raise TrainingDivergedError(

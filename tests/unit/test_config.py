@@ -42,6 +42,7 @@ def test_defaults_are_valid_and_chen_et_al():
         (lambda: LLCConfig(num_burnin=600, num_draws=500), "llc.num_burnin"),
         (lambda: ExperimentConfig(model=ModelConfig(n_hidden=6)), "model.n_hidden"),
         (lambda: ExperimentConfig(llc=LLCConfig(batch_size=5000)), "llc.batch_size"),
+        (lambda: ExperimentConfig(device="gpu0"), "experiment.device"),
     ],
 )
 def test_bad_values_name_the_field(build, field):

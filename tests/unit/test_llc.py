@@ -1,0 +1,222 @@
+"""LLC estimation: input validation, stored-trace recomputation, diagnostics, plots."""
+
+from __future__ import annotations
+
+import math
+
+import arviz as az
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+from tms_slt.sampling.diagnostics import plot_llc_trace
+from tms_slt.sampling.llc import compute_llc, estimate_llc
+from tms_slt.theory import quadratic_potential
+
+
+def _mse(f, batch):
+    x, y = batch
+    return ((f(x) - y) ** 2).sum(-1).mean()
+
+
+def _regression(n: int = 64):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 3, generator=g)
+    y = torch.randn(n, 2, generator=g)
+    return torch.nn.Linear(3, 2), (x, y)
+
+
+FAST = {"num_chains": 2, "num_draws": 20, "num_burnin": 5, "batch_size": 8, "progress": False}
+
+
+class _NoParams(torch.nn.Module):
+    def forward(self, x):
+        return x
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"nbeta": 0.0}, "nbeta"),
+        ({"nbeta": -3.0}, "nbeta"),
+        ({"step_size": 0.0}, "step_size"),
+        ({"step_size": -1e-3}, "step_size"),
+        ({"localization": -1.0}, "localization"),
+        ({"batch_size": 65}, "larger than the dataset"),
+        ({"num_burnin": 20}, "num_burnin"),
+        ({"num_chains": 0}, "num_chains"),
+    ],
+)
+def test_module_path_rejects_bad_settings_before_sampling(kwargs, match):
+    model, data = _regression()
+    calls = []
+
+    def loss_fn(f, batch):
+        calls.append(1)
+        return _mse(f, batch)
+
+    with pytest.raises(ValueError, match=match):
+        estimate_llc(model, loss_fn, data, **{**FAST, **kwargs})
+    assert len(calls) <= 1  # at most the probe: nothing was sampled
+
+
+def test_module_without_parameters_is_rejected():
+    with pytest.raises(ValueError, match="no parameters"):
+        estimate_llc(_NoParams(), _mse, _regression()[1], **FAST)
+
+
+def test_loss_that_is_not_a_scalar_is_rejected():
+    model, data = _regression()
+    with pytest.raises(ValueError, match="scalar"):
+        estimate_llc(model, lambda f, b: ((f(b[0]) - b[1]) ** 2).sum(-1), data, **FAST)
+
+
+def test_missing_loss_and_mismatched_dataset_are_rejected():
+    model, (x, y) = _regression()
+    with pytest.raises(ValueError, match="loss_fn"):
+        estimate_llc(model, None, (x, y), **FAST)
+    with pytest.raises(ValueError, match="same first dimension"):
+        estimate_llc(model, _mse, (x, y[:-1]), **FAST)
+    with pytest.raises(TypeError, match="estimate_llc takes"):
+        estimate_llc("model", **FAST)
+
+
+def test_potential_needs_nbeta():
+    with pytest.raises(ValueError, match="pass nbeta"):
+        estimate_llc(quadratic_potential(2), **FAST)
+
+
+def _tms_result(**kw):
+    g = torch.Generator().manual_seed(0)
+    W = 0.5 * torch.randn(2, 2, 6, generator=g)
+    data = torch.rand(300, 6, generator=g)
+    settings = {
+        "dataset": data,
+        "num_chains": 3,
+        "num_draws": 80,
+        "num_burnin": 20,
+        "batch_size": 50,
+        "progress": False,
+        "generator": torch.Generator().manual_seed(2),
+        **kw,
+    }
+    return estimate_llc((W, torch.zeros(2, 6)), **settings)
+
+
+def test_compute_llc_recomputes_the_estimate_from_stored_traces():
+    result = _tms_result(mala=True)
+    stored = result.to_xarray()
+    again = compute_llc(
+        torch.from_numpy(stored["loss_trace"].values),
+        torch.from_numpy(stored["init_loss"].values),
+        float(stored["nbeta"].values.flat[0]),
+        num_burnin=int(stored.attrs["num_burnin"]),
+        num_params=result.num_params,
+    )
+    torch.testing.assert_close(again.mean, result.mean)
+    torch.testing.assert_close(again.per_chain, result.per_chain)
+    manual = result.nbeta * (
+        result.loss_trace[..., 20:].double().mean((-1, -2)) - result.init_loss.double()
+    )
+    torch.testing.assert_close(result.mean, manual)
+    assert result.num_params == 2 * 6 + 6
+
+
+def test_inference_data_round_trips_through_netcdf(tmp_path):
+    result = _tms_result(mala=True)
+    idata = result.to_inference_data()
+    path = tmp_path / "llc.nc"
+    idata.to_netcdf(str(path))
+    back = az.from_netcdf(str(path))
+    post = back.posterior["llc"].transpose("dim_0", "chain", "draw").values
+    np.testing.assert_allclose(post, result.llc_trace[..., 20:].numpy())
+    np.testing.assert_allclose(post.mean(axis=(1, 2)), result.mean.numpy())
+    assert back.posterior.sizes["draw"] == 60
+    assert "mala_accept" in back.sample_stats
+    np.testing.assert_allclose(back.constant_data["init_loss"].values, result.init_loss.numpy())
+
+
+def test_diagnostics_have_one_value_per_leading_index():
+    result = _tms_result(mala=True)
+    diag = result.diagnostics
+    for name in ("rhat", "ess_bulk", "ess_tail", "mcse", "num_divergent", "reliable"):
+        assert diag[name].dims == ("dim_0",), name
+    assert bool((diag["mcse"] > 0).all())
+    assert bool(((diag["mala_accept"] > 0) & (diag["mala_accept"] <= 1)).all())
+    np.testing.assert_allclose(diag["llc_mean"].values, result.mean.numpy())
+
+
+def test_too_large_step_size_gives_flagged_divergent_chains():
+    """ε far above the stable range sends chains off: flagged, counted, excluded."""
+    g = torch.Generator().manual_seed(0)
+    W = 0.5 * torch.randn(2, 2, 6, generator=g)
+    data = torch.rand(300, 6, generator=g)
+    eps = torch.tensor([[1e-4], [3e-2]]).expand(2, 4)  # anchor 0 stable, anchor 1 not
+    from tms_slt.sampling.llc import problem_for, run_chains
+    from tms_slt.sampling.sgld import SGLD
+
+    problem = problem_for(
+        (W, torch.zeros(2, 6)),
+        None,
+        data,
+        importance=None,
+        activation="relu",
+        swish_sharpness=1.0,
+        num_chains=4,
+        batch_size=50,
+    )
+    kernel = SGLD(problem.loss_and_grad, problem.event_ndims, step_size=eps, nbeta=100.0)
+    traces = run_chains(
+        kernel, problem.params, problem.sample_batch, 100, torch.Generator().manual_seed(0)
+    )
+    result = compute_llc(
+        traces.loss, problem.init_loss, 100.0, num_burnin=10, num_params=problem.num_params
+    )
+    assert result.num_divergent[0] == 0
+    assert result.num_divergent[1] >= 1
+    diag = result.diagnostics
+    assert int(diag["num_divergent"][1]) == int(result.num_divergent[1])
+    assert not bool(diag["reliable"][1])
+    ok = ~result.divergent[1]
+    if ok.any():
+        torch.testing.assert_close(result.mean[1], result.per_chain[1][ok].mean())
+    else:
+        assert math.isnan(float(result.mean[1]))
+    assert torch.isnan(result.per_chain[1][result.divergent[1]]).all()
+
+
+def test_estimate_away_from_a_minimum_is_negative_and_unreliable():
+    """Anchored on a slope of K the chains find lower loss: λ̂ < 0 is flagged."""
+    pot = quadratic_potential(3)
+    result = estimate_llc(
+        pot,
+        dataset=torch.full((3,), 2.0),
+        nbeta=100.0,
+        step_size=1e-3,
+        localization=1.0,
+        num_chains=4,
+        num_draws=200,
+        num_burnin=50,
+        progress=False,
+    )
+    assert float(result.mean) < 0
+    assert bool(result.diagnostics["negative"])
+    assert not bool(result.diagnostics["reliable"])
+
+
+def test_plot_llc_trace_returns_a_figure():
+    result = _tms_result()
+    fig = plot_llc_trace(result, 1)
+    assert isinstance(fig, Figure)
+    ax = fig.axes[0]
+    assert len(ax.lines) == result.num_chains + 1  # chains and the λ̂ line
+    with pytest.raises(ValueError, match="leading dim"):
+        plot_llc_trace(result, (0, 1))
+
+
+def test_compiled_step_matches_eager():
+    pytest.importorskip("torch._inductor")
+    eager = _tms_result(num_draws=30, num_burnin=5)
+    compiled = _tms_result(num_draws=30, num_burnin=5, compile=True)
+    torch.testing.assert_close(compiled.loss_trace, eager.loss_trace, rtol=1e-4, atol=1e-5)
