@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from tms_slt.config import DataConfig, ExperimentConfig, LLCConfig, ModelConfig, TrainConfig
+
+# The models under test have tens of parameters: a second intra-op thread only adds
+# synchronisation, and on a 2-core CI machine it competes with the test runner.
+torch.set_num_threads(1)
 
 
 @pytest.fixture

@@ -175,6 +175,51 @@ def cmd_llc(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Run a grid of SGLD settings at one checkpoint as one batched run; recommend ε."""
+    from tms_slt.io import CONFIG_FILE, RESULTS_FILE, read_dataset, save_run
+    from tms_slt.sampling.calibrate import calibrate
+    from tms_slt.training import Trajectory
+
+    run = Path(args.run_dir)
+    if not (run / RESULTS_FILE).exists():
+        raise ConfigError(
+            f"{run} is not a run directory (no {RESULTS_FILE}); run `tms-slt train` first"
+        )
+    if args.config is None and (run / CONFIG_FILE).exists():
+        args.config = str(run / CONFIG_FILE)
+    config = _load(args)
+    traj = Trajectory.from_xarray(read_dataset(run / RESULTS_FILE), config)
+    k = args.checkpoint
+    if not -len(traj.steps) <= k < len(traj.steps):
+        raise ConfigError(
+            f"--checkpoint must be in [-{len(traj.steps)}, {len(traj.steps)}), got {k}"
+        )
+    report = calibrate(
+        (traj.W[k], traj.b[k]),
+        dataset=traj.train_data,
+        importance=traj.importance,
+        activation=traj.activation,
+        swish_sharpness=traj.swish_sharpness,
+        step_sizes=args.step_sizes,
+        nbetas=args.nbetas or ([config.llc.nbeta] if config.llc.nbeta else None),
+        localizations=args.localizations or [config.llc.localization],
+        num_chains=config.llc.num_chains,
+        num_draws=config.llc.num_draws,
+        num_burnin=config.llc.num_burnin,
+        batch_size=config.llc.batch_size,
+        generator=_generator(config),
+        progress=not args.quiet,
+    )
+    out = Path(args.out) if args.out else run / "calibrate"
+    save_run(out, report, config, command="calibrate", checkpoint=int(traj.steps[k]))
+    table = report[["llc_mean", "mcse", "rhat", "divergent_fraction", "mala_accept"]]
+    print(table.to_dataframe().to_string())
+    print("recommended step_size:", report["recommended_step_size"].to_series().to_dict())
+    print(f"wrote {out / 'results.nc'}")
+    return 0
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE.toml", help="experiment config (TOML)")
     parser.add_argument(
@@ -195,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
         "quickstart": (cmd_quickstart, "train Chen et al.'s TMS and estimate the LLC end to end"),
         "train": (cmd_train, "train TMS instances and record their geometry"),
         "llc": (cmd_llc, "estimate the LLC at every checkpoint of a run directory"),
+        "calibrate": (cmd_calibrate, "choose the SGLD step size at one checkpoint (ε, nβ, γ grid)"),
     }
     for name, (handler, help_text) in commands.items():
         p = sub.add_parser(name, help=help_text, description=handler.__doc__)
@@ -202,9 +248,24 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
         if name == "quickstart":
             p.add_argument("--instance", type=int, help="instance to plot (default: most eventful)")
-        if name == "llc":
+        if name in ("llc", "calibrate"):
             p.add_argument(
                 "run_dir", metavar="RUN_DIR", help="directory written by `tms-slt train`"
+            )
+        if name == "calibrate":
+            p.add_argument(
+                "--checkpoint", type=int, default=-1, help="checkpoint index (default: last)"
+            )
+            p.add_argument(
+                "--step-sizes",
+                type=float,
+                nargs="+",
+                default=[1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3],
+                help="grid of ε",
+            )
+            p.add_argument("--nbetas", type=float, nargs="+", help="grid of nβ (default: config)")
+            p.add_argument(
+                "--localizations", type=float, nargs="+", help="grid of γ (default: config)"
             )
     return parser
 

@@ -29,6 +29,33 @@ class _InlineExecutor(cf.Executor):
         return future
 
 
+class _LazyProcessPool(cf.Executor):
+    """A process pool started on the first submit (a resumed, finished sweep starts none).
+
+    Workers come from a fork server that has imported `PRELOAD` once, so they
+    start warm and never inherit a parent's OpenMP state.
+    """
+
+    def __init__(self, max_workers: int) -> None:
+        self.max_workers = max_workers
+        self._pool: cf.ProcessPoolExecutor | None = None
+
+    def submit(self, fn, /, *args, **kwargs) -> cf.Future:
+        if self._pool is None:
+            import multiprocessing
+
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload(list(PRELOAD))
+            self._pool = cf.ProcessPoolExecutor(
+                self.max_workers, mp_context=ctx, initializer=_init_process_worker
+            )
+        return self._pool.submit(fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+
 def _init_process_worker() -> None:
     """One intra-op thread per worker process: the pool supplies the parallelism."""
     torch.set_num_threads(1)
@@ -46,13 +73,8 @@ def resolve_executor(
     if executor is None or executor == "inline":
         return _InlineExecutor(), 1, False
     if executor == "process":
-        import multiprocessing
-
         workers = max_workers or os.cpu_count() or 1
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(list(PRELOAD))
-        pool = cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_process_worker)
-        return pool, 2 * workers, True
+        return _LazyProcessPool(workers), 2 * workers, True
     if is_dask_client(executor):
         return executor.get_executor(pure=False), max_workers or num_points, False
     if isinstance(executor, str) or not callable(getattr(executor, "submit", None)):

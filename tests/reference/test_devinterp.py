@@ -7,10 +7,10 @@ import torch
 
 pytest.importorskip("devinterp")
 
-from tms_slt.models import get_activation, loss_and_grad  # noqa: E402
-from tms_slt.sampling.llc import estimate_llc  # noqa: E402
-from tms_slt.sampling.reference import devinterp_llc, devinterp_noise, devinterp_sgld_chain  # noqa: E402
-from tms_slt.sampling.sgld import SGLD  # noqa: E402
+from tms_slt.models import get_activation, loss_and_grad
+from tms_slt.sampling.llc import estimate_llc
+from tms_slt.sampling.reference import devinterp_llc, devinterp_noise, devinterp_sgld_chain
+from tms_slt.sampling.sgld import SGLD
 
 pytestmark = pytest.mark.reference
 

@@ -215,8 +215,40 @@ def test_plot_llc_trace_returns_a_figure():
         plot_llc_trace(result, (0, 1))
 
 
+@pytest.mark.slow
 def test_compiled_step_matches_eager():
     pytest.importorskip("torch._inductor")
     eager = _tms_result(num_draws=30, num_burnin=5)
     compiled = _tms_result(num_draws=30, num_burnin=5, compile=True)
     torch.testing.assert_close(compiled.loss_trace, eager.loss_trace, rtol=1e-4, atol=1e-5)
+
+
+def test_calibrate_grid_is_one_batched_run_and_recommends_a_stable_step():
+    from tms_slt.sampling.calibrate import calibrate
+
+    pot = quadratic_potential(4)
+    report = calibrate(
+        pot,
+        step_sizes=[1e-4, 1e-3, 3e-2],
+        nbetas=[100.0, 1000.0],
+        localizations=[0.0, 1.0],
+        num_chains=4,
+        num_draws=400,
+        num_burnin=100,
+        true_llc=2.0,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert report["llc_mean"].dims == ("step_size", "nbeta", "localization")
+    assert report["llc_mean"].shape == (3, 2, 2)
+    for name in ("mcse", "rhat", "divergent_fraction", "mala_accept", "relative_error"):
+        assert name in report, name
+    # ε = 3e-2 with nβ = 1000: ε·nβ = 30 > 4, the chains blow up.
+    assert float(report["divergent_fraction"].sel(step_size=3e-2, nbeta=1000.0).min()) > 0
+    rec = report["recommended_step_size"]
+    assert rec.dims == ("nbeta", "localization")
+    assert float(rec.sel(nbeta=1000.0, localization=0.0)) == 1e-4
+    good = report.sel(step_size=1e-4, nbeta=1000.0)  # ε·nβ = 0.1: mixes within 400 draws
+    assert bool((abs(good["relative_error"]) < 0.15).all())
+    # the accept rate falls with ε at fixed nβ
+    acc = report["mala_accept"].sel(nbeta=1000.0, localization=0.0).values
+    assert acc[0] > acc[1]

@@ -116,9 +116,7 @@ def test_tensor_coefficients_equal_separate_float_kernels():
             nbeta=float(nbeta[i]),
             localization=float(gamma[i]),
         )
-        ref, _ = single.update(
-            (W[i], b[i]), (anchor[0][i], anchor[1][i]), x[i], (z[0][i], z[1][i])
-        )
+        ref, _ = single.update((W[i], b[i]), (anchor[0][i], anchor[1][i]), x[i], (z[0][i], z[1][i]))
         torch.testing.assert_close(new[0][i], ref[0])
         torch.testing.assert_close(new[1][i], ref[1])
 
@@ -242,7 +240,7 @@ def test_module_path_same_seed_same_trace():
 
 def test_run_chains_draws_batch_then_noise_from_one_generator():
     """The trace is reproducible by hand from the documented draw order."""
-    W, b, x, importance = _tms((2,), batch=4)
+    W, b, _x, importance = _tms((2,), batch=4)
     W, b = W.float(), b.float()
     pool = torch.rand(50, 5)
     kernel = _tms_kernel("relu", importance.float(), step_size=1e-3, nbeta=10.0)

@@ -116,7 +116,9 @@ def test_points_are_a_cartesian_grid_with_stable_distinct_ids():
     assert points[3].config.data.sparsity == 0.0 and points[3].config.seed == 1
     ids = [p.id for p in points]
     assert len(set(ids)) == 6
-    assert ids == [p.id for p in tiny_sweep({"data.sparsity": [0.9, 0.0, 0.5], "seed": [0, 1]}).points()]
+    assert ids == [
+        p.id for p in tiny_sweep({"data.sparsity": [0.9, 0.0, 0.5], "seed": [0, 1]}).points()
+    ]
     other = tiny_sweep({"data.sparsity": [0.9, 0.0, 0.5], "seed": [0, 1]}, checkpoints="final")
     assert not set(ids) & {p.id for p in other.points()}
 
@@ -249,11 +251,15 @@ def test_process_pool_matches_in_process(tmp_path):
 
 
 def test_importing_sweep_does_not_import_dask():
-    code = "import sys, tms_slt, tms_slt.sweep; print('distributed' in sys.modules or 'dask' in sys.modules)"
+    code = (
+        "import sys, tms_slt, tms_slt.sweep; "
+        "print('distributed' in sys.modules or 'dask' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
 
+@pytest.mark.slow
 def test_sigkill_mid_sweep_then_resume_equals_uninterrupted(tmp_path):
     # Slower points, so that the kill lands with some points done and some not.
     base = {**TINY, "train": {**TINY["train"], "num_steps": 150}}

@@ -14,6 +14,7 @@ roots (h is convex or concave), found with scipy's brentq on brackets split at h
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -45,7 +46,7 @@ def _pair_roots(dl: float, dlam: float, u_min: float, u_max: float) -> list[floa
         if u_min < u_star < u_max:
             cuts = [u_min, u_star, u_max]
     roots = []
-    for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+    for a, b in itertools.pairwise(cuts):
         ha, hb = h(a), h(b)
         if ha == 0.0:
             roots.append(a)

@@ -27,6 +27,7 @@ checkpoint of a smooth decline would be a change point).
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -110,7 +111,7 @@ def segment_means(x: np.ndarray, breaks: list[int]) -> np.ndarray:
     """Mean of each segment between consecutive change indices (len(breaks) + 1 values)."""
     x = _as_series(x)
     edges = [0, *breaks, x.size]
-    return np.array([x[a:b].mean() for a, b in zip(edges[:-1], edges[1:], strict=True)])
+    return np.array([x[a:b].mean() for a, b in itertools.pairwise(edges)])
 
 
 def smooth(x: np.ndarray, width: float = 1.5) -> np.ndarray:
