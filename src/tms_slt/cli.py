@@ -80,9 +80,8 @@ def _results(trajectory, llc) -> xr.Dataset:
     stored = trajectory.to_xarray()
     extra = stored[[v for v in stored.data_vars if v not in ("W", "b", "loss")]]
     results = xr.merge([track(trajectory, llc), extra], combine_attrs="no_conflicts")
-    if llc is not None:
+    if llc is not None:  # track() already stores llc_reliable
         diagnostics = llc.diagnostics
-        results["llc_reliable"] = diagnostics["reliable"]
         results["llc_rhat"] = diagnostics["rhat"]
         results["llc_mcse"] = diagnostics["mcse"]
     return results
@@ -220,6 +219,22 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_detect(args: argparse.Namespace) -> int:
+    """Detect phase transitions in a run directory: a table, transitions.json, transitions.png."""
+    from tms_slt.io import RESULTS_FILE
+    from tms_slt.transitions import detect_run, format_transitions
+
+    run = Path(args.run_dir)
+    if not (run / RESULTS_FILE).exists():
+        raise ConfigError(f"{run} is not a run directory (no {RESULTS_FILE})")
+    if not 0.0 <= args.min_confidence <= 1.0:
+        raise ConfigError(f"--min-confidence must be in [0, 1], got {args.min_confidence}")
+    transitions = detect_run(run, instance=args.instance, min_confidence=args.min_confidence)
+    print(format_transitions(transitions))
+    print(f"wrote {run / 'transitions.json'}, {run / 'transitions.png'}")
+    return 0
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE.toml", help="experiment config (TOML)")
     parser.add_argument(
@@ -240,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
         "quickstart": (cmd_quickstart, "train Chen et al.'s TMS and estimate the LLC end to end"),
         "train": (cmd_train, "train TMS instances and record their geometry"),
         "llc": (cmd_llc, "estimate the LLC at every checkpoint of a run directory"),
+        "detect": (cmd_detect, "find phase transitions in a run directory (results.nc)"),
         "calibrate": (cmd_calibrate, "choose the SGLD step size at one checkpoint (ε, nβ, γ grid)"),
     }
     for name, (handler, help_text) in commands.items():
@@ -248,6 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
         if name == "quickstart":
             p.add_argument("--instance", type=int, help="instance to plot (default: most eventful)")
+        if name == "detect":
+            p.add_argument("run_dir", metavar="RUN_DIR", help="directory with results.nc")
+            p.add_argument("--instance", type=int, help="instance drawn in the figure")
+            p.add_argument("--min-confidence", type=float, default=0.0, help="drop weaker records")
         if name in ("llc", "calibrate"):
             p.add_argument(
                 "run_dir", metavar="RUN_DIR", help="directory written by `tms-slt train`"
