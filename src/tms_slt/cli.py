@@ -235,6 +235,90 @@ def cmd_detect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Run a sweep (CONFIG.toml --out DIR), or `status DIR` / `collect DIR` of one.
+
+    Running is resumable: re-run the same command to finish a killed sweep;
+    finished points are skipped. Executors: in this process (default),
+    --processes N, --dask-local N (a LocalCluster of N workers) or
+    --scheduler tcp://HOST:PORT (an existing Dask cluster).
+    """
+    from tms_slt.sweep import collect, dask_client, load_sweep, run_sweep, sweep_status
+
+    if args.target in ("status", "collect"):
+        if args.dir is None:
+            raise ConfigError(f"usage: tms-slt sweep {args.target} DIR")
+        if args.target == "status":
+            st = sweep_status(args.dir)
+            total = len(st.done) + len(st.running) + len(st.pending) + len(st.failed)
+            print(
+                f"{args.dir}: {len(st.done)}/{total} done, {len(st.running)} running, "
+                f"{len(st.pending)} pending, {len(st.failed)} failed"
+            )
+            for pid, error in st.failed.items():
+                print(f"  failed {pid}: {error}")
+            return 0 if st.complete else 3
+        from tms_slt.io import write_dataset
+
+        out = Path(args.out) if args.out else Path(args.dir) / "results.nc"
+        write_dataset(out, collect(args.dir))
+        print(f"wrote {out}")
+        return 0
+
+    path = args.config or args.target
+    if path is None or args.dir is not None:
+        raise ConfigError("usage: tms-slt sweep CONFIG.toml --out DIR | status DIR | collect DIR")
+    sweep = load_sweep(path)
+    updates = {k: v for k, v in (("seed", args.seed), ("device", args.device)) if v is not None}
+    if updates:
+        sweep = dataclasses.replace(sweep, base=dataclasses.replace(sweep.base, **updates))
+    out = _out_dir(args, "sweep")
+    progress = not args.quiet
+    grid = dict(zip(sweep.axes, sweep.shape, strict=True))
+    print(f"sweep: {len(sweep.points())} points {grid} -> {out}")
+    if args.scheduler or args.dask_local:
+        with dask_client(args.scheduler, local_workers=args.dask_local) as client:
+            summary = run_sweep(sweep, out, executor=client, progress=progress)
+    elif args.processes:
+        summary = run_sweep(
+            sweep, out, executor="process", max_workers=args.processes, progress=progress
+        )
+    else:
+        summary = run_sweep(sweep, out, progress=progress)
+    print(
+        f"{summary.computed} computed, {summary.skipped} already done, "
+        f"{len(summary.failed)} failed in {summary.elapsed_s:.1f} s"
+    )
+    for pid, error in summary.failed.items():
+        print(f"  failed {pid}: {error}", file=sys.stderr)
+    if summary.ok:
+        print(f"collect with: tms-slt sweep collect {out}")
+    return 0 if summary.ok else 1
+
+
+def _add_sweep_parser(sub) -> None:
+    """`tms-slt sweep CONFIG.toml --out DIR [--scheduler ADDR | --dask-local N | --processes N]`,
+    `tms-slt sweep status DIR`, `tms-slt sweep collect DIR [--out FILE.nc]`."""
+    p = sub.add_parser(
+        "sweep",
+        help="run a grid of configs (resumable; local, process pool or Dask), status, collect",
+        description=cmd_sweep.__doc__,
+    )
+    p.add_argument(
+        "target",
+        nargs="?",
+        metavar="CONFIG.toml|status|collect",
+        help="sweep file to run, or `status` / `collect` followed by DIR",
+    )
+    p.add_argument("dir", nargs="?", metavar="DIR", help="sweep directory (status, collect)")
+    _common(p)
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", metavar="ADDR", help="Dask scheduler, e.g. tcp://host:8786")
+    where.add_argument("--dask-local", type=int, metavar="N", help="start a Dask LocalCluster")
+    where.add_argument("--processes", type=int, metavar="N", help="local process pool of N")
+    p.set_defaults(handler=cmd_sweep)
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE.toml", help="experiment config (TOML)")
     parser.add_argument(
@@ -287,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--localizations", type=float, nargs="+", help="grid of γ (default: config)"
             )
+    _add_sweep_parser(sub)
     return parser
 
 

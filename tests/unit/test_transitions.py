@@ -172,6 +172,25 @@ def test_detect_sweep_best_replicate_and_other_axes() -> None:
         detect_sweep(ds, "nope")
 
 
+def test_detect_sweep_ignores_model_dims_of_a_collected_sweep() -> None:
+    """Per-model coordinates (feature, hidden) are not sweep axes: one transition, not one
+    per feature; with `sweep_axes` recorded by `sweep collect`, only those are scanned."""
+    s = np.linspace(0.0, 0.9, 10)
+    lab = np.where(s < 0.45, "a", "b")
+    W = np.zeros((10, 2, 4))
+    ds = xr.Dataset(
+        {
+            "kgon": (("s",), lab),
+            "loss": (("s",), np.ones(10)),
+            "W": (("s", "hidden", "feature"), W),
+        },
+        coords={"s": s, "hidden": [0, 1], "feature": [0, 1, 2, 3]},
+    )
+    assert len(detect_sweep(ds, "s")) == 1
+    ds.attrs["sweep_axes"] = '["s"]'
+    assert len(detect_sweep(ds, "s")) == 1
+
+
 def test_refine_boundary_brackets_the_threshold() -> None:
     calls = []
 

@@ -31,7 +31,6 @@ import itertools
 import math
 
 import numpy as np
-import ruptures as rpt
 
 #: c in pen = c · σ² · log T (2 is BIC); 4 keeps the false-positive rate on white noise of
 #: length 20–200 at a few per cent (measured in tests/statistical/test_detector.py).
@@ -103,6 +102,8 @@ def change_points(
     pen = pelt_penalty(x, sigma=sigma, penalty_factor=penalty_factor, resolution=resolution)
     if pen <= 0.0:  # constant series
         return []
+    import ruptures as rpt  # half a second to import: only when detecting
+
     algo = rpt.Pelt(model="l2", min_size=min_size, jump=1).fit(x.reshape(-1, 1))
     return [int(i) for i in algo.predict(pen=pen)[:-1]]
 

@@ -9,6 +9,7 @@ phase diagrams of section 4). :func:`detect_sweep` finds these jumps on a grid;
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -21,6 +22,8 @@ from tms_slt.transitions.records import Transition
 
 #: Dimensions treated as repeats of the same grid point (reduced, not scanned).
 REPLICATE_DIMS = ("instance", "seed", "chain", "replicate")
+#: Dims that index parts of one model (or its history), never sweep axes.
+MODEL_DIMS = ("feature", "hidden", "eig", "checkpoint")
 
 
 def _reduce_replicates(ds: xr.Dataset, rep: list[str], label: str, reduce: str) -> xr.Dataset:
@@ -145,13 +148,21 @@ def detect_sweep(
     ds = dataset.sortby(axis)
     rep = [d for d in replicate_dims if d in ds.dims and d != axis]
     ds = _reduce_replicates(ds, rep, label, reduce)
-    others = [d for d in ds.dims if d != axis and d in ds.coords]
+    others = _other_axes(ds, axis)
     found: list[Transition] = []
     for values in itertools.product(*(ds[d].values.tolist() for d in others)):
         coords = tuple(zip(others, values, strict=True))
         part = ds.sel(dict(coords)) if coords else ds
         found.extend(_scan(part, axis, label, coords, penalty_factor, resolution))
     return found
+
+
+def _other_axes(ds: xr.Dataset, axis: str) -> list[str]:
+    """The sweep axes besides `axis`: those `sweep collect` recorded, else coordinate dims
+    that are not parts of a model."""
+    if "sweep_axes" in ds.attrs:
+        return [d for d in json.loads(ds.attrs["sweep_axes"]) if d != axis and d in ds.dims]
+    return [d for d in ds.dims if d != axis and d in ds.coords and d not in MODEL_DIMS]
 
 
 def refine_boundary(
