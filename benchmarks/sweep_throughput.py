@@ -22,7 +22,7 @@ import torch
 
 from tms_slt.config import config_from_dict
 from tms_slt.sweep import Sweep, SweepOptions, run_sweep
-from tms_slt.sweep_executors import _LazyProcessPool
+from tms_slt.sweep.executors import _LazyProcessPool
 
 
 def make_sweep(num_points: int, num_steps: int, offset: int = 0) -> Sweep:

@@ -140,7 +140,10 @@ class TMSDistribution:
             if self.sparsity is None
             else f"sparsity={self.sparsity.tolist()}"
         )
-        return f"TMSDistribution(n_features={self.n_features}, {mode}, importance_decay={self.importance_decay})"
+        return (
+            f"TMSDistribution(n_features={self.n_features}, {mode}, "
+            f"importance_decay={self.importance_decay})"
+        )
 
 
 Schedule = Callable[[int], TMSDistribution]

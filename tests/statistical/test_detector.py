@@ -162,3 +162,50 @@ def test_two_feature_phase_diagram_matches_analytic_boundary() -> None:
     cell = np.searchsorted(density, analytic.location)  # grid cell holding the boundary
     assert abs(np.searchsorted(density, nearest.interval[1]) - cell) <= 1
     assert all(t.location <= nearest.location for t in found)  # none on the dense side
+
+
+def test_real_run_separates_schedule_from_learning_transitions() -> None:
+    """Online training whose true distribution moves late: sparsity S ramps 0.9 → 0 between
+    steps 600 and 800. With m = 2 < n = 5 the sparse features are learned early as a pentagon
+    (learning-driven); when they become dense the optimum has fewer features (Elhage et al.
+    2022), so the pentagon breaks up during the ramp (schedule-driven)."""
+    from tms_slt import DataConfig, ExperimentConfig, TrainConfig, train
+    from tms_slt.data import SparsityRamp
+    from tms_slt.transitions import track
+
+    ramp = SparsityRamp(5, start=0.9, end=0.0, begin=600, finish=800)
+    config = ExperimentConfig(
+        seed=0,
+        data=DataConfig(n_features=5, sparsity=0.9, active_features=None, n_train=0),
+        train=TrainConfig(
+            optimizer="adam",
+            lr=0.02,
+            num_steps=1200,
+            batch_size=256,
+            num_instances=4,
+            num_checkpoints=60,
+        ),
+    )
+    tracked = track(train(config, distribution=ramp, progress=False))
+    found = detect_dynamical(tracked, schedule=ramp)
+    steps = tracked["checkpoint"].values
+    lag_end = steps[np.searchsorted(steps, ramp.finish) + 2]  # finish + schedule_lag ckpts
+    for inst in range(config.train.num_instances):
+        mine = [t for t in found if t.instance == inst]
+        # learning: the pentagon forms well before the ramp, and is labelled so
+        formed = [t for t in mine if t.configuration_changed and t.after == "5"]
+        assert formed, mine
+        assert all(t.driver == "learning" and t.interval[1] < ramp.begin for t in formed)
+        # schedule: the pentagon breaks up (fewer features, ‖W‖²_F drops) inside the ramp
+        broken = [t for t in mine if t.configuration_changed and t.before == "5"]
+        assert broken, mine
+        t = broken[0]
+        assert t.driver == "schedule"
+        assert _k(t.after) < 5
+        assert ramp.begin <= t.location <= lag_end
+        assert "feature_count" in t.signals and t.delta_feature_count < 0
+        # every transition before the ramp is learning-driven, every one in it schedule-driven
+        assert all(t.driver == "learning" for t in mine if t.interval[1] < ramp.begin)
+        assert all(t.driver == "schedule" for t in mine if ramp.begin <= t.location <= lag_end)
+    # without the schedule, the same transitions are all attributed to learning
+    assert {t.driver for t in detect_dynamical(tracked)} == {"learning"}

@@ -252,3 +252,68 @@ def test_calibrate_grid_is_one_batched_run_and_recommends_a_stable_step():
     # the accept rate falls with ε at fixed nβ
     acc = report["mala_accept"].sel(nbeta=1000.0, localization=0.0).values
     assert acc[0] > acc[1]
+
+
+def test_kept_parameter_draws_are_the_points_the_chain_visited():
+    """keep_params_every=k returns w_k, w_2k, …: the kernel run by hand with the same stream."""
+    from tms_slt.sampling.llc import draw_noise, problem_for
+    from tms_slt.sampling.sgld import SGLD
+
+    g = torch.Generator().manual_seed(0)
+    W = 0.5 * torch.randn(2, 2, 6, generator=g)
+    b = 0.1 * torch.randn(2, 6, generator=g)
+    data = torch.rand(300, 6, generator=g)
+    settings = {
+        "dataset": data,
+        "step_size": 1e-3,
+        "nbeta": 50.0,
+        "localization": 10.0,
+        "num_chains": 3,
+        "num_draws": 10,
+        "num_burnin": 2,
+        "batch_size": 20,
+        "progress": False,
+    }
+    plain = estimate_llc((W, b), generator=torch.Generator().manual_seed(5), **settings)
+    kept = estimate_llc(
+        (W, b), generator=torch.Generator().manual_seed(5), keep_params_every=3, **settings
+    )
+    assert plain.param_trace is None and "param_0" not in plain.to_xarray()
+    torch.testing.assert_close(kept.loss_trace, plain.loss_trace, rtol=0, atol=0)
+    W_kept, b_kept = kept.param_trace
+    assert W_kept.shape == (2, 3, 3, 2, 6) and b_kept.shape == (2, 3, 3, 6)
+    assert kept.param_steps.tolist() == [3, 6, 9]
+
+    problem = problem_for(
+        (W, b),
+        None,
+        data,
+        importance=None,
+        activation="relu",
+        swish_sharpness=1.0,
+        num_chains=3,
+        batch_size=20,
+    )
+    kernel = SGLD(
+        problem.loss_and_grad, problem.event_ndims, step_size=1e-3, nbeta=50.0, localization=10.0
+    )
+    gen = torch.Generator().manual_seed(5)
+    state = kernel.init(problem.params)
+    visited = []
+    for _ in range(9):
+        batch = problem.sample_batch(gen)
+        state, _ = kernel.step(state, batch, draw_noise(state.params, gen))
+        visited.append(state.params)
+    for j, step in enumerate((3, 6, 9)):
+        torch.testing.assert_close(W_kept[:, :, j], visited[step - 1][0], rtol=0, atol=0)
+        torch.testing.assert_close(b_kept[:, :, j], visited[step - 1][1], rtol=0, atol=0)
+    assert not torch.equal(W_kept[:, :, 0], W_kept[:, :, 1])  # the chain moved
+
+    ds = kept.to_xarray()
+    assert ds["param_0"].dims == ("dim_0", "chain", "kept_draw", "param_0_axis_0", "param_0_axis_1")
+    assert ds["kept_draw"].values.tolist() == [3, 6, 9]
+    np.testing.assert_allclose(ds["param_1"].values, b_kept.double().numpy())
+    with pytest.raises(ValueError, match="keep_params_every"):
+        estimate_llc((W, b), keep_params_every=11, **settings)
+    with pytest.raises(ValueError, match="keep_params_every"):
+        estimate_llc((W, b), keep_params_every=0, **settings)

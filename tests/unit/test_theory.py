@@ -140,7 +140,7 @@ def test_dln_hand_values() -> None:
     assert dln_learning_coefficient([1, 1, 1, 1], 0) == 0.5
     # A singleton Σ is never valid: the scan starts at |Σ| = 2.
     with pytest.raises(RuntimeError, match="no index set"):
-        theory._aoyagi_sigma([-5, 3])
+        theory.coefficients._aoyagi_sigma([-5, 3])
 
 
 def test_dln_bad_input() -> None:
@@ -383,7 +383,7 @@ def test_kgon_optimum_is_a_minimum_of_the_symmetric_family() -> None:
     for k in (5, 6):
         sol = kgon_solution(k, 6)
         for dl, db in itertools.product((-1e-3, 0.0, 1e-3), repeat=2):
-            W, b = theory._kgon_params(
+            W, b = theory.tms._kgon_params(
                 k, 6, sol.length + dl, sol.bias + db, sol.unrepresented_biases, np
             )
             assert tms_population_loss(W, b) >= sol.loss - 1e-15

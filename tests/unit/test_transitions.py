@@ -296,3 +296,80 @@ def test_plots_build_figures() -> None:
     )
     found = detect_sweep(labels.to_dataset(name="kgon"), "s")
     assert isinstance(plot_phase_diagram(labels, transitions=found), Figure)
+
+
+def test_posterior_configurations_counts_every_kept_draw() -> None:
+    import torch
+
+    from tms_slt.geometry import regular_kgon
+    from tms_slt.transitions.bayesian import posterior_configurations
+
+    five, four = regular_kgon(5, 5), regular_kgon(4, 5)
+    # (index=2, chain=2, kept_draw=4): index 0 all 5-gons; index 1 one chain of each
+    W = torch.stack([five, five, five, five, four, four, four, four])
+    W = torch.stack([five.expand(8, 2, 5), W]).reshape(2, 2, 4, 2, 5)
+    b = torch.full((5,), -0.1)  # a fixed bias, broadcast to every draw
+    ds = posterior_configurations(W, b, dims=("n",), coords={"n": [10, 1000]})
+    assert ds["fraction"].dims == ("n", "configuration")
+    assert ds["configuration"].values.tolist() == ["5", "4-"]  # most frequent overall first
+    np.testing.assert_allclose(ds["fraction"].sel(n=10).values, [1.0, 0.0])
+    np.testing.assert_allclose(ds["fraction"].sel(n=1000).values, [0.5, 0.5])
+    np.testing.assert_allclose(ds["fraction"].sum("configuration").values, 1.0)
+    assert ds["count"].sel(n=1000, configuration="4-").item() == 4
+    # the same numbers as posterior_phase_fractions on one index, after the burn-in
+    late = posterior_configurations(W, b, num_burnin=3)
+    assert posterior_phase_fractions(late["label"].isel(dim_0=1).values) == {"4-": 0.5, "5": 0.5}
+    assert late.attrs["num_samples"] == 2
+    with pytest.raises(ValueError, match="num_burnin"):
+        posterior_configurations(W, b, num_burnin=4)
+
+
+def test_posterior_mass_leaves_the_anchor_class_at_small_nbeta() -> None:
+    """At a 5-gon minimum of L_n, with weak localization (γ = 1): at large nβ the posterior
+    stays in the anchor's class; at nβ = 1 it is close to the prior N(w*, γ⁻¹ I) and spreads
+    over neighbouring classes, so the fraction in the anchor's class must fall."""
+    import torch
+
+    from tms_slt.data import TMSDistribution
+    from tms_slt.geometry import kgon_labels, regular_kgon
+    from tms_slt.models import get_activation
+    from tms_slt.models import loss_and_grad as tms_loss_and_grad
+    from tms_slt.sampling.llc import estimate_llc
+    from tms_slt.transitions.bayesian import posterior_configurations
+
+    data = TMSDistribution(5, active_features=1).sample(
+        1000, generator=torch.Generator().manual_seed(0)
+    )
+    W, b = regular_kgon(5, 5), torch.full((5,), -0.2)
+    relu = get_activation("relu")
+    for _ in range(300):  # full-batch GD to the 5-gon minimum of L_n
+        _, dW, db = tms_loss_and_grad(W, b, data, None, relu)
+        W, b = W - 0.5 * dW, b - 0.5 * db
+    anchor = str(kgon_labels(W, b))
+    assert anchor == "5"
+
+    def fraction_in_anchor_class(nbeta: float, step_size: float) -> float:
+        result = estimate_llc(
+            (W, b),
+            dataset=data,
+            nbeta=nbeta,
+            step_size=step_size,
+            localization=1.0,
+            num_chains=4,
+            num_draws=400,
+            num_burnin=100,
+            batch_size=200,
+            keep_params_every=20,
+            generator=torch.Generator().manual_seed(1),
+            progress=False,
+        )
+        ds = posterior_configurations(*result.param_trace, num_burnin=5)
+        return (
+            float(ds["fraction"].sel(configuration=anchor)) if anchor in ds.configuration else 0.0
+        )
+
+    cold = fraction_in_anchor_class(1e3, 1e-4)
+    hot = fraction_in_anchor_class(1.0, 1e-2)
+    assert cold >= 0.95
+    assert hot <= 0.8
+    assert hot < cold

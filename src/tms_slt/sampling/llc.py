@@ -62,6 +62,12 @@ class LLCResult:
         num_params: d, parameters per chain (sets the divergence bound).
         divergence_bound: chains whose nβ(L_t − L_n(w*)) exceeds it are divergent.
         mala_accept: (..., chain, draw) MALA acceptance probabilities, or None.
+        param_trace: thinned parameter draws, or None (the default: not recorded). One
+            tensor per sampled parameter (for TMS: W, then b if it is sampled), each of
+            shape (..., chain, kept_draw, *event); kept draw j holds w_{(j+1)k}, the
+            parameters after (j + 1)·k SGLD steps, k = `keep_params_every` (so the loss
+            of draw index (j + 1)·k of `loss_trace`, when recorded, is evaluated at it).
+        keep_params_every: k, the thinning of `param_trace` (None when not recorded).
     """
 
     loss_trace: Tensor
@@ -73,6 +79,8 @@ class LLCResult:
     num_params: int | None = None
     divergence_bound: float | None = None
     mala_accept: Tensor | None = None
+    param_trace: tuple[Tensor, ...] | None = None
+    keep_params_every: int | None = None
 
     def __post_init__(self) -> None:
         if self.loss_trace.ndim < 2:
@@ -90,6 +98,17 @@ class LLCResult:
             raise ValueError(f"dims {self.dims} do not name the {self.init_loss.ndim} leading dims")
         if self.mala_accept is not None and self.mala_accept.shape != self.loss_trace.shape:
             raise ValueError("mala_accept must have the shape of loss_trace")
+        if (self.param_trace is None) != (self.keep_params_every is None):
+            raise ValueError("param_trace and keep_params_every go together")
+        if self.param_trace is not None:
+            lead = tuple(self.loss_trace.shape[:-1])
+            kept = (self.num_draws // self.keep_params_every,)
+            for p in self.param_trace:
+                if tuple(p.shape[: len(lead) + 1]) != lead + kept:
+                    raise ValueError(
+                        f"param_trace tensors must have shape {(*lead, *kept)} + event shape, "
+                        f"got {tuple(p.shape)}"
+                    )
 
     @cached_property
     def nbeta_per_index(self) -> Tensor:
@@ -144,6 +163,14 @@ class LLCResult:
     def num_draws(self) -> int:
         return self.loss_trace.shape[-1]
 
+    @property
+    def param_steps(self) -> Tensor | None:
+        """(kept_draw,) SGLD steps taken before each kept parameter draw: k, 2k, …"""
+        if self.keep_params_every is None:
+            return None
+        k = self.keep_params_every
+        return torch.arange(1, self.num_draws // k + 1) * k
+
     @cached_property
     def diagnostics(self) -> xr.Dataset:
         """R-hat, ESS, MCSE of λ̂ and the reliability flags (see sampling.diagnostics)."""
@@ -158,7 +185,12 @@ class LLCResult:
         return to_inference_data(self)
 
     def to_xarray(self) -> xr.Dataset:
-        """Everything as one Dataset over the leading dims, `chain` and `draw`."""
+        """Everything as one Dataset over the leading dims, `chain` and `draw`.
+
+        Kept parameter draws, when recorded, are `param_{i}` over the leading dims,
+        `chain`, `kept_draw` (coordinate: the SGLD step, `param_steps`) and
+        `param_{i}_axis_{j}` for the event dims.
+        """
         import xarray as xr
 
         lead = list(self.dims)
@@ -175,6 +207,11 @@ class LLCResult:
         }
         if self.mala_accept is not None:
             data["mala_accept"] = ([*lead, "chain", "draw"], self.mala_accept.double().numpy())
+        if self.param_trace is not None:
+            coords["kept_draw"] = self.param_steps.numpy()
+            for i, p in enumerate(self.param_trace):
+                event = [f"param_{i}_axis_{j}" for j in range(p.ndim - len(lead) - 2)]
+                data[f"param_{i}"] = ([*lead, "chain", "kept_draw", *event], p.double().numpy())
         return xr.Dataset(data, coords=coords, attrs={"num_burnin": self.num_burnin})
 
 
@@ -188,6 +225,8 @@ def compute_llc(
     coords: dict[str, Any] | None = None,
     num_params: int | None = None,
     mala_accept: Tensor | None = None,
+    param_trace: tuple[Tensor, ...] | None = None,
+    keep_params_every: int | None = None,
 ) -> LLCResult:
     """λ̂ = nβ (mean of the post-burn-in losses − L_n(w*)) from stored traces.
 
@@ -202,6 +241,8 @@ def compute_llc(
             nβ(L_t − L_n(w*)) > DIVERGENCE_FACTOR · d. Without it only non-finite
             losses mark a chain divergent.
         mala_accept: optional (..., chain, draw) MALA acceptance probabilities.
+        param_trace, keep_params_every: optional thinned parameter draws, each
+            (..., chain, kept_draw, *event), kept every `keep_params_every` steps.
     """
     nb = torch.as_tensor(nbeta)
     if not bool((nb > 0).all()):
@@ -221,6 +262,8 @@ def compute_llc(
         num_params=num_params,
         divergence_bound=bound,
         mala_accept=mala_accept,
+        param_trace=None if param_trace is None else tuple(param_trace),
+        keep_params_every=keep_params_every,
     )
 
 
@@ -363,6 +406,7 @@ def estimate_llc(
     compile: bool = False,
     generator: torch.Generator | None = None,
     progress: bool = True,
+    keep_params_every: int | None = None,
 ) -> LLCResult:
     """Estimate the LLC λ̂(w*) = nβ(E[L_n(w)] − L_n(w*)) at every anchor at once.
 
@@ -394,6 +438,11 @@ def estimate_llc(
         generator: the single source of noise and minibatches (per-run stream);
             default a generator seeded with 0.
         progress: show a progress bar over draws.
+        keep_params_every: k; also record every k-th visited parameter point, w_k, w_2k,
+            … (after burn-in or not: all of them; discard the burn-in yourself), as
+            `LLCResult.param_trace`, each (..., chain, ⌊num_draws / k⌋, *event). Off by
+            default (no copies, no memory); for posterior configuration fractions see
+            `transitions.bayesian.posterior_configurations`.
 
     Returns:
         LLCResult with traces of shape (..., chain, draw).
@@ -412,6 +461,13 @@ def estimate_llc(
         num_burnin=num_burnin,
         batch_size=batch_size,
     )
+    if keep_params_every is not None:
+        _check_positive_int("keep_params_every", keep_params_every)
+        if keep_params_every > num_draws:
+            raise ValueError(
+                f"keep_params_every={keep_params_every} exceeds num_draws={num_draws}: "
+                "no draw would be kept"
+            )
     problem = problem_for(
         target,
         loss_fn,
@@ -446,6 +502,7 @@ def estimate_llc(
         generator,
         progress,
         compile=compile,
+        keep_params_every=keep_params_every,
     )
     return compute_llc(
         traces.loss,
@@ -456,14 +513,18 @@ def estimate_llc(
         coords=problem.coords,
         num_params=problem.num_params,
         mala_accept=traces.mala_accept,
+        param_trace=traces.params,
+        keep_params_every=keep_params_every,
     )
 
 
 class Traces(NamedTuple):
-    """What `run_chains` records, each (..., chain, draw)."""
+    """What `run_chains` records: loss and MALA acceptance each (..., chain, draw);
+    `params`, when kept, one (..., chain, kept_draw, *event) tensor per parameter."""
 
     loss: Tensor
     mala_accept: Tensor | None
+    params: tuple[Tensor, ...] | None = None
 
 
 def draw_noise(params: Sequence[Tensor], generator: torch.Generator) -> tuple[Tensor, ...]:
@@ -485,10 +546,14 @@ def run_chains(
     progress: bool = False,
     *,
     compile: bool = False,
+    keep_params_every: int | None = None,
 ) -> Traces:
     """Run `num_draws` SGLD steps from `params` (also the anchor w*).
 
     Each step draws the minibatch, then the noise, from `generator`, in that order.
+    With `keep_params_every=k` the parameters after steps k, 2k, … (w_k, w_2k, …, with
+    w_0 = w*) are also returned, stacked along a `kept_draw` dim after the chain dim;
+    the random stream is unchanged, so the loss trace is the same as without.
     With `compile=True` the tensor part of the step (`SGLD.update`) goes through
     `torch.compile`; batches and noise are still drawn eagerly, so the random
     stream, and hence the trace up to float rounding, is the same.
@@ -499,15 +564,25 @@ def run_chains(
     current = state.params
     losses: list[Tensor] = []
     accepts: list[Tensor] = []
+    kept: list[tuple[Tensor, ...]] = []
     with torch.no_grad():
-        for _ in tqdm(range(num_draws), desc="sampling", disable=not progress, mininterval=0.5):
+        for t in tqdm(range(num_draws), desc="sampling", disable=not progress, mininterval=0.5):
             batch = sample_batch(generator)
             noise = draw_noise(current, generator)
             current, info = update(current, anchor, batch, noise)
             losses.append(info.loss)
             if info.mala_accept is not None:
                 accepts.append(info.mala_accept)
+            if keep_params_every is not None and (t + 1) % keep_params_every == 0:
+                kept.append(current)  # `update` returns new tensors: no copy needed
+    params_trace = None
+    if kept:
+        params_trace = tuple(
+            torch.stack([draw[i] for draw in kept], dim=p.ndim - k)
+            for i, (p, k) in enumerate(zip(current, kernel.event_ndims, strict=True))
+        )
     return Traces(
         loss=torch.stack(losses, dim=-1),
         mala_accept=torch.stack(accepts, dim=-1) if accepts else None,
+        params=params_trace,
     )

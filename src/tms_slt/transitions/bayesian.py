@@ -10,6 +10,11 @@ the phase of least F_n: small n prefers low λ (simple, high loss), large n low 
 preferred phase between a and b changes where n (L_a − L_b) = (λ_b − λ_a) log n; in u = log n
 this is h(u) = e^u ΔL + Δλ u = 0 (ΔL = L_a − L_b, Δλ = λ_a − λ_b), which has at most two
 roots (h is convex or concave), found with scipy's brentq on brackets split at h' = 0.
+
+The same competition, measured instead of predicted: :func:`posterior_configurations` classifies
+SGLD draws from the tempered posterior ∝ exp(−nβ L_n(w) − (γ/2)‖w − w*‖²) (recorded with
+``estimate_llc(..., keep_params_every=k)``) by their k-gon label and returns the posterior
+fraction of each configuration class.
 """
 
 from __future__ import annotations
@@ -17,10 +22,14 @@ from __future__ import annotations
 import itertools
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
+import torch
+import xarray as xr
 from scipy.optimize import brentq
+from torch import Tensor
 
 from tms_slt.transitions.records import Transition
 
@@ -134,3 +143,88 @@ def posterior_phase_fractions(labels: Iterable[str] | np.ndarray) -> dict[str, f
     counts = Counter(flat)
     total = len(flat)
     return {k: c / total for k, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))}
+
+
+def posterior_configurations(
+    W_samples: Tensor,
+    b_samples: Tensor,
+    *,
+    num_burnin: int = 0,
+    dims: Sequence[str] | None = None,
+    coords: Mapping[str, Any] | None = None,
+    norm_threshold: float = 0.5,
+    bias_tol: float = 1e-3,
+) -> xr.Dataset:
+    """Posterior fraction of each k-gon configuration class, from kept SGLD draws.
+
+    Every draw w = (W, b) is labelled by :func:`tms_slt.geometry.kgon_labels` (m = 2), and for
+    each leading index the fraction of its post-burn-in draws (pooled over chains) in class c is
+
+        p̂_c = #{(chain, j) : label(w_{chain, j}) = c, j ≥ num_burnin} / (chains · kept draws),
+
+    an estimate of the posterior mass Π(c) = ∫_{label(w) = c} p(w | D_n) dw of that class; with
+    N effectively independent draws its standard error is √(p̂(1 − p̂)/N) (see
+    :func:`posterior_phase_fractions`, which gives the same numbers for one leading index).
+
+    Args:
+        W_samples: (..., chain, kept_draw, 2, n), e.g. ``LLCResult.param_trace[0]`` of
+            ``estimate_llc((W, b), ..., keep_params_every=k)``.
+        b_samples: (..., chain, kept_draw, n), e.g. ``param_trace[1]``; anything broadcastable
+            to it, such as a fixed (n,) bias when the bias was not sampled.
+        num_burnin: kept draws discarded from the start of every chain.
+        dims, coords: names (default ``dim_0``, …) and coordinates of the leading dims ``...``.
+        norm_threshold, bias_tol: passed to :func:`~tms_slt.geometry.kgon_labels`.
+
+    Returns:
+        Dataset over ``(..., configuration)`` with ``fraction`` (rows sum to 1) and ``count``,
+        plus ``label`` over ``(..., chain, kept_draw)`` for the post-burn-in draws. The
+        ``configuration`` coordinate lists every class seen, most frequent overall first.
+
+    Bayesian transitions in n (Chen et al. 2023) from samples, the recipe (one run per n, since
+    each n has its own D_n; ``nbeta`` defaults to n / log n, ``localization`` kept weak)::
+
+        for n in ns:
+            res = estimate_llc((W, b), dataset=q.sample(n, generator=g), localization=1.0,
+                               keep_params_every=10, generator=g)
+            fractions[n] = posterior_configurations(*res.param_trace, num_burnin=10)
+    """
+    from tms_slt.geometry import kgon_labels
+
+    if W_samples.ndim < 4:
+        raise ValueError(
+            f"W_samples must have shape (..., chain, kept_draw, m, n), got {tuple(W_samples.shape)}"
+        )
+    sample_shape = W_samples.shape[:-2]
+    b_samples = torch.broadcast_to(b_samples, (*sample_shape, W_samples.shape[-1]))
+    num_kept = sample_shape[-1]
+    if not 0 <= num_burnin < num_kept:
+        raise ValueError(f"num_burnin must be in [0, {num_kept}), got {num_burnin}")
+    lead = tuple(sample_shape[:-2])
+    dims = tuple(f"dim_{i}" for i in range(len(lead))) if dims is None else tuple(dims)
+    if len(dims) != len(lead):
+        raise ValueError(f"dims {dims} do not name the {len(lead)} leading dims")
+    labels = kgon_labels(
+        W_samples[..., num_burnin:, :, :],
+        b_samples[..., num_burnin:, :],
+        norm_threshold=norm_threshold,
+        bias_tol=bias_tol,
+    ).astype(str)  # (..., chain, kept_draw − burn-in)
+    classes = list(posterior_phase_fractions(labels))  # most frequent overall first
+    flat = labels.reshape(-1, labels.shape[-2] * labels.shape[-1])  # (leading, draws)
+    column = {c: i for i, c in enumerate(classes)}
+    uniq, inverse = np.unique(flat, return_inverse=True)
+    index = np.array([column[u] for u in uniq])[inverse.reshape(flat.shape)]
+    counts = np.zeros((flat.shape[0], len(classes)), dtype=np.int64)
+    np.add.at(counts, (np.arange(flat.shape[0])[:, None], index), 1)
+    counts = counts.reshape(*lead, len(classes))
+    out_coords = {d: np.asarray(v) for d, v in dict(coords or {}).items()}
+    out_coords["configuration"] = np.asarray(classes)
+    return xr.Dataset(
+        {
+            "fraction": ([*dims, "configuration"], counts / flat.shape[1]),
+            "count": ([*dims, "configuration"], counts),
+            "label": ([*dims, "chain", "kept_draw"], labels),
+        },
+        coords=out_coords,
+        attrs={"num_burnin": num_burnin, "num_samples": int(flat.shape[1])},
+    )
