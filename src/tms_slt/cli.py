@@ -145,10 +145,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_llc(args: argparse.Namespace) -> int:
-    """Estimate the LLC at every checkpoint of a trained run directory."""
-    from tms_slt.io import CONFIG_FILE, RESULTS_FILE, read_dataset, save_run
-    from tms_slt.sampling.llc import estimate_llc
+def _load_run(args: argparse.Namespace):
+    """(run directory, config, Trajectory) of a `tms-slt train` run; its config.toml is
+    used unless --config is given."""
+    from tms_slt.io import CONFIG_FILE, RESULTS_FILE, read_dataset
     from tms_slt.training import Trajectory
 
     run = Path(args.run_dir)
@@ -159,7 +159,15 @@ def cmd_llc(args: argparse.Namespace) -> int:
     if args.config is None and (run / CONFIG_FILE).exists():
         args.config = str(run / CONFIG_FILE)
     config = _load(args)
-    trajectory = Trajectory.from_xarray(read_dataset(run / RESULTS_FILE), config)
+    return run, config, Trajectory.from_xarray(read_dataset(run / RESULTS_FILE), config)
+
+
+def cmd_llc(args: argparse.Namespace) -> int:
+    """Estimate the LLC at every checkpoint of a trained run directory."""
+    from tms_slt.io import save_run
+    from tms_slt.sampling.llc import estimate_llc
+
+    run, config, trajectory = _load_run(args)
     llc = estimate_llc(
         trajectory,
         **dataclasses.asdict(config.llc),
@@ -176,19 +184,10 @@ def cmd_llc(args: argparse.Namespace) -> int:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """Run a grid of SGLD settings at one checkpoint as one batched run; recommend ε."""
-    from tms_slt.io import CONFIG_FILE, RESULTS_FILE, read_dataset, save_run
+    from tms_slt.io import save_run
     from tms_slt.sampling.calibrate import calibrate
-    from tms_slt.training import Trajectory
 
-    run = Path(args.run_dir)
-    if not (run / RESULTS_FILE).exists():
-        raise ConfigError(
-            f"{run} is not a run directory (no {RESULTS_FILE}); run `tms-slt train` first"
-        )
-    if args.config is None and (run / CONFIG_FILE).exists():
-        args.config = str(run / CONFIG_FILE)
-    config = _load(args)
-    traj = Trajectory.from_xarray(read_dataset(run / RESULTS_FILE), config)
+    run, config, traj = _load_run(args)
     k = args.checkpoint
     if not -len(traj.steps) <= k < len(traj.steps):
         raise ConfigError(

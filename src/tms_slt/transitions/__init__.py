@@ -18,7 +18,12 @@ A subpackage, one job per module:
 The detectors consume series of observables only; they never reach into models or samplers.
 """
 
-from tms_slt.transitions.bayesian import bayesian_crossings, free_energy, posterior_phase_fractions
+from tms_slt.transitions.bayesian import (
+    bayesian_crossings,
+    free_energy,
+    posterior_configurations,
+    posterior_phase_fractions,
+)
 from tms_slt.transitions.changepoints import (
     change_points,
     critical_points,
@@ -53,6 +58,7 @@ __all__ = [
     "free_energy",
     "noise_sigma",
     "pelt_penalty",
+    "posterior_configurations",
     "posterior_phase_fractions",
     "refine_boundary",
     "smooth",
