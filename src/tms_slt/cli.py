@@ -45,13 +45,22 @@ def _out_dir(args: argparse.Namespace, command: str) -> Path:
     return Path(args.out) if args.out else default_run_dir(command)
 
 
+#: Transitions at least this confident are printed and count when choosing the instance.
+SHOWCASE_CONFIDENCE = 0.5
+
+
 def _most_eventful_instance(tracked: xr.Dataset) -> int:
-    """The instance whose k-gon label changes most often (ties: the lowest index)."""
-    if "kgon" not in tracked:
-        return 0
-    labels = tracked["kgon"].values  # (checkpoint, instance)
-    changes = (labels[1:] != labels[:-1]).sum(0)
-    return int(np.argmax(changes))
+    """The instance with the most detected configuration changes that lower the loss
+    (ties: the lowest index).
+
+    Only chooses which instance the figure and table show; every instance is saved.
+    """
+    from tms_slt.transitions import detect_dynamical
+
+    found = detect_dynamical(tracked, min_confidence=SHOWCASE_CONFIDENCE)
+    stages = [t.instance for t in found if t.before != t.after and t.delta_loss < 0]
+    counts = np.bincount(stages, minlength=tracked.sizes["instance"])
+    return int(np.argmax(counts))
 
 
 def format_table(tracked: xr.Dataset, instance: int, max_rows: int = 12) -> str:
@@ -113,6 +122,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     """Train Chen et al.'s TMS (6 features, 2 dims), estimate the LLC at every checkpoint."""
     from tms_slt.io import save_run
     from tms_slt.plots import plot_quickstart
+    from tms_slt.transitions import detect_dynamical, format_transitions
 
     config = _load(args)
     out = _out_dir(args, "quickstart")
@@ -122,6 +132,9 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     save_run(out, tracked, config, command="quickstart", shown_instance=instance)
     figure = _save_figure(plot_quickstart(tracked, instance=instance), out / "quickstart.png")
     print(format_table(tracked, instance))
+    shown = detect_dynamical(tracked, instance=instance, min_confidence=SHOWCASE_CONFIDENCE)
+    print(f"\ntransitions of instance {instance} (confidence >= {SHOWCASE_CONFIDENCE}):")
+    print(format_transitions(shown))
     divergent = int(llc.num_divergent.sum())
     if divergent:
         print(f"warning: {divergent} SGLD chains diverged and were excluded (see results.nc)")

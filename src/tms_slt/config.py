@@ -142,18 +142,19 @@ class ModelConfig:
 class TrainConfig:
     """Optimizer, schedule and checkpoints for batched training of many instances.
 
-    The defaults (plain SGD, lr 0.1, batch 100, 5000 steps) follow Chen et al.
-    2023's dynamical experiments: from a Xavier-normal start the instances pass
-    through k-gon plateaus (3 → 4 → 5 represented features) on the way down.
+    The defaults (plain SGD, lr 0.1, batch 100, 10⁴ steps, 6 instances) follow
+    Chen et al. 2023's dynamical experiments: from a Xavier-normal start the
+    instances pass through k-gon plateaus (3 → 4 → 5 represented features) on
+    the way down, some of them late (after 10³ steps).
     """
 
-    num_steps: int = 5000
+    num_steps: int = 10_000
     optimizer: str = "sgd"
     lr: float = 0.1
     weight_decay: float = 0.0
     momentum: float = 0.0
     batch_size: int = 100
-    num_instances: int = 4
+    num_instances: int = 6
     num_checkpoints: int = 50
 
     def __post_init__(self) -> None:
