@@ -192,17 +192,21 @@ class SGLD:
         old: tuple[Params, Tensor, Params],
         new: tuple[Params, Tensor, Params],
         anchor: Params,
+        old_drift: Params | None = None,
     ) -> Tensor:
         """MALA acceptance probability min(1, π(w')q(w|w')/(π(w)q(w'|w))), shape (...).
 
-        `old` and `new` are (params, loss, grads) at the current point and the proposal.
+        `old` and `new` are (params, loss, grads) at the current point and the proposal;
+        `old_drift` is the step's drift at the current point, if already computed.
         """
         (p0, l0, g0), (p1, l1, g1) = old, new
+        if old_drift is None:
+            old_drift = self.drift(p0, anchor, g0)
         log_alpha = (
             self.potential(l0, p0, anchor)
             - self.potential(l1, p1, anchor)
             + self._log_q(p0, p1, self.drift(p1, anchor, g1))
-            - self._log_q(p1, p0, self.drift(p0, anchor, g0))
+            - self._log_q(p1, p0, old_drift)
         )
         return torch.exp(log_alpha.clamp(max=0.0)).nan_to_num(0.0)
 
@@ -211,15 +215,9 @@ class SGLD:
     ) -> tuple[Params, SGLDInfo]:
         """The pure tensor part of a step: new parameters and the step's diagnostics."""
         loss, grads = self.loss_and_grad(params, batch)
+        drifts = self.drift(params, anchor, grads)
         new = []
-        for p, a, d, z, k in zip(
-            params,
-            anchor,
-            self.drift(params, anchor, grads),
-            noise,
-            self.event_ndims,
-            strict=True,
-        ):
+        for p, a, d, z, k in zip(params, anchor, drifts, noise, self.event_ndims, strict=True):
             eps = _per_model(self.step_size, k)
             q = p - d + (eps**0.5) * z
             if self.bounding_box is not None:
@@ -229,7 +227,9 @@ class SGLD:
         accept = None
         if self.mala:
             new_loss, new_grads = self.loss_and_grad(new, batch)
-            accept = self.mala_acceptance((params, loss, grads), (new, new_loss, new_grads), anchor)
+            accept = self.mala_acceptance(
+                (params, loss, grads), (new, new_loss, new_grads), anchor, drifts
+            )
         delta = tuple(p - a for p, a in zip(params, anchor, strict=True))
         info = SGLDInfo(
             loss=loss,
