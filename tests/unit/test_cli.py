@@ -62,3 +62,48 @@ def test_unknown_key_is_rejected(tmp_path, capsys):
 def test_llc_on_a_non_run_directory(tmp_path, capsys):
     assert main(["llc", str(tmp_path)]) == 2
     assert "not a run directory" in capsys.readouterr().err
+
+
+@pytest.fixture
+def trained_run(tmp_path, tiny_toml):
+    out = tmp_path / "trained"
+    assert main(["quickstart", "--config", str(tiny_toml), "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def test_detect_writes_transitions(trained_run, capsys):
+    capsys.readouterr()
+    assert main(["detect", str(trained_run)]) == 0
+    records = json.loads((trained_run / "transitions.json").read_text())["transitions"]
+    assert (trained_run / "transitions.png").stat().st_size > 0
+    printed = capsys.readouterr().out
+    assert ("interval" in printed) == bool(records)
+    assert main(["detect", str(trained_run), "--min-confidence", "2"]) == 2
+
+
+def test_calibrate_recommends_a_step_in_the_grid(trained_run, capsys):
+    grid = ["1e-4", "1e-3"]
+    assert main(["calibrate", str(trained_run), "--quiet", "--step-sizes", *grid]) == 0
+    report = read_dataset(trained_run / "calibrate" / "results.nc")
+    assert sorted(report["step_size"].values.tolist()) == [1e-4, 1e-3]
+    assert "recommended step_size" in capsys.readouterr().out
+    assert main(["calibrate", str(trained_run), "--checkpoint", "99"]) == 2
+
+
+def test_sweep_run_status_collect(tmp_path, tiny_config, capsys):
+    spec = tmp_path / "sweep.toml"
+    spec.write_text(
+        config_to_toml(tiny_config)
+        + '\n[sweep]\nllc = false\ncheckpoints = "final"\n"data.active_features" = [1, 2]\n'
+    )
+    out = tmp_path / "sweep"
+    assert main(["sweep", str(spec), "--out", str(out), "--quiet"]) == 0
+    assert main(["sweep", "status", str(out)]) == 0
+    assert "2/2 done" in capsys.readouterr().out
+    assert main(["sweep", "collect", str(out)]) == 0
+    collected = read_dataset(out / "results.nc")
+    assert collected.sizes["data.active_features"] == 2
+    bad = tmp_path / "bad.toml"
+    bad.write_text(config_to_toml(tiny_config) + '\n[sweep]\n"data.nope" = [1]\n')
+    assert main(["sweep", str(bad), "--out", str(tmp_path / "never")]) == 2
+    assert not (tmp_path / "never").exists()
