@@ -182,8 +182,12 @@ def _dln_llc(widths: list[int], rank: int, *, seed: int = 0, num_draws: int = 40
 
 
 _UNDER = pytest.mark.xfail(
-    reason="deep, narrow DLNs: λ̂ underestimates Aoyagi's λ by 20-30% at nβ/γ ≈ 330 and "
-    "4000 draws (flat directions not yet equilibrated); kept to track it",
+    reason="deep, narrow DLNs: λ̂ underestimates Aoyagi's λ by 20-30%. Not a burn-in "
+    "problem: at ε = 5e-6 and 16000 draws [3,4,4,2] is stationary at -17%. Depth M gives "
+    "degree-2M directions of width nβ^(-1/2M), not small against the localization width "
+    "γ^(-1/2) at nβ = 1e4, γ = 30, so γ cuts them off; needs nβ ≫ γ^M, out of reach "
+    "here. Larger ε (2e-5) passes 2 of 3 only by cancelling this with the upward SGLD "
+    "discretization bias, so those settings are not used; kept to track it",
     strict=False,
 )
 DLNS = [
