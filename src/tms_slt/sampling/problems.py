@@ -10,6 +10,7 @@ gradients, `models.loss_and_grad`), any `torch.nn.Module` with a loss and datase
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -37,10 +38,10 @@ class Problem:
     @property
     def num_params(self) -> int:
         """d, the number of parameters of one chain."""
-        total = 0
-        for p, k in zip(self.params, self.event_ndims, strict=True):
-            total += int(torch.tensor(p.shape[p.ndim - k :]).prod()) if k else 1
-        return total
+        return sum(
+            math.prod(p.shape[p.ndim - k :])
+            for p, k in zip(self.params, self.event_ndims, strict=True)
+        )
 
 
 def add_chain_dim(t: Tensor, event_ndims: int, num_chains: int) -> Tensor:
