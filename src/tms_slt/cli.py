@@ -206,12 +206,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"--checkpoint must be in [-{len(traj.steps)}, {len(traj.steps)}), got {k}"
         )
+    # A one-checkpoint Trajectory keeps the run's bias setting and the dim names.
     report = calibrate(
-        (traj.W[k], traj.b[k]),
-        dataset=traj.train_data,
-        importance=traj.importance,
-        activation=traj.activation,
-        swish_sharpness=traj.swish_sharpness,
+        traj.take(k),
         step_sizes=args.step_sizes,
         nbetas=args.nbetas or ([config.llc.nbeta] if config.llc.nbeta else None),
         localizations=args.localizations or [config.llc.localization],

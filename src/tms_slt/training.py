@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -64,6 +65,23 @@ class Trajectory:
     @property
     def num_instances(self) -> int:
         return self.W.shape[1]
+
+    def take(self, checkpoints: int | slice | list[int]) -> Trajectory:
+        """The trajectory restricted to some checkpoints (negative indices count from the end)."""
+        index = [checkpoints] if isinstance(checkpoints, int) else checkpoints
+        if isinstance(index, list):
+            n = len(self.steps)
+            bad = [i for i in index if not -n <= i < n]
+            if bad:
+                raise IndexError(f"checkpoint indices {bad} out of range for {n} checkpoints")
+            index = torch.tensor(index) % n
+        return dataclasses.replace(
+            self,
+            steps=self.steps[index],
+            W=self.W[index],
+            b=self.b[index],
+            loss=self.loss[index],
+        )
 
     def to_xarray(self) -> xr.Dataset:
         """Checkpoints and the training set as a Dataset (round-trips via `from_xarray`)."""

@@ -96,3 +96,15 @@ def test_per_instance_distributions(tiny_config):
             distribution=dist,
             progress=False,
         )
+
+
+def test_take_restricts_to_checkpoints(tiny_config):
+    traj = train(tiny_config, progress=False)
+    last = traj.take(-1)
+    assert last.steps.tolist() == [traj.steps[-1].item()]
+    assert torch.equal(last.W[0], traj.W[-1]) and torch.equal(last.b[0], traj.b[-1])
+    assert last.train_data is traj.train_data
+    both = traj.take([0, -1])
+    assert both.steps.tolist() == [0, tiny_config.train.num_steps]
+    with pytest.raises(IndexError, match="out of range"):
+        traj.take(len(traj.steps))

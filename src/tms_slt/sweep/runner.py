@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 import sys
@@ -34,12 +33,6 @@ from tms_slt.sweep.spec import (
 )
 
 
-def _final_only(trajectory: Any) -> Any:
-    """The trajectory restricted to its last checkpoint."""
-    t = trajectory
-    return dataclasses.replace(t, steps=t.steps[-1:], W=t.W[-1:], b=t.b[-1:], loss=t.loss[-1:])
-
-
 def run_point(config: ExperimentConfig, options: SweepOptions | None = None) -> xr.Dataset:
     """Train, optionally estimate the LLC, and measure one point: config → Dataset.
 
@@ -57,7 +50,7 @@ def run_point(config: ExperimentConfig, options: SweepOptions | None = None) -> 
     generator = torch.Generator().manual_seed(config.seed)
     trajectory = train(config, generator=generator, progress=False)
     if options.checkpoints == "final":
-        trajectory = _final_only(trajectory)
+        trajectory = trajectory.take(-1)
     llc = None
     if options.llc:
         c = config.llc
