@@ -129,22 +129,9 @@ def calibrate(
         num_burnin=num_burnin,
         batch_size=batch_size,
     )
-    probe = problem_for(
-        target,
-        loss_fn,
-        dataset,
-        importance=importance,
-        activation=activation,
-        swish_sharpness=swish_sharpness,
-        num_chains=1,
-        batch_size=batch_size,
-    )
-    if nbetas is None:
-        if probe.n is None:
-            raise ValueError("a Potential has no training set: pass nbetas explicitly")
-        nbetas = [default_nbeta(probe.n)]
-    settings = _grid(step_sizes, nbetas, localizations)
-    S, K = len(settings), num_chains
+    # The default nβ grid has one value, so the chain count is known before n is.
+    num_settings = len(step_sizes) * (1 if nbetas is None else len(nbetas)) * len(localizations)
+    K = num_chains
     problem = problem_for(
         target,
         loss_fn,
@@ -152,9 +139,15 @@ def calibrate(
         importance=importance,
         activation=activation,
         swish_sharpness=swish_sharpness,
-        num_chains=S * K,
+        num_chains=max(num_settings, 1) * K,
         batch_size=batch_size,
     )
+    if nbetas is None:
+        if problem.n is None:
+            raise ValueError("a Potential has no training set: pass nbetas explicitly")
+        nbetas = [default_nbeta(problem.n)]
+    settings = _grid(step_sizes, nbetas, localizations)
+    S = len(settings)
     dtype = problem.params[0].dtype
     eps, nb, gam = (
         torch.tensor([s[i] for s in settings], dtype=dtype).repeat_interleave(K) for i in range(3)
