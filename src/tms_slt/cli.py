@@ -49,18 +49,20 @@ def _out_dir(args: argparse.Namespace, command: str) -> Path:
 SHOWCASE_CONFIDENCE = 0.5
 
 
-def _most_eventful_instance(tracked: xr.Dataset) -> int:
-    """The instance with the most detected configuration changes that lower the loss
-    (ties: the lowest index).
+def _showcase(tracked: xr.Dataset, instance: int | None = None) -> tuple[int, list]:
+    """The instance to show and its transitions (confidence ≥ SHOWCASE_CONFIDENCE).
 
-    Only chooses which instance the figure and table show; every instance is saved.
+    By default the instance with the most detected configuration changes that lower the
+    loss (ties: the lowest index). This only chooses what the figure and tables show;
+    every instance is saved. The detector runs once, over all instances.
     """
     from tms_slt.transitions import detect_dynamical
 
     found = detect_dynamical(tracked, min_confidence=SHOWCASE_CONFIDENCE)
-    stages = [t.instance for t in found if t.before != t.after and t.delta_loss < 0]
-    counts = np.bincount(stages, minlength=tracked.sizes["instance"])
-    return int(np.argmax(counts))
+    if instance is None:
+        stages = [t.instance for t in found if t.before != t.after and t.delta_loss < 0]
+        instance = int(np.argmax(np.bincount(stages, minlength=tracked.sizes["instance"])))
+    return instance, [t for t in found if t.instance == instance]
 
 
 def format_table(tracked: xr.Dataset, instance: int, max_rows: int = 12) -> str:
@@ -122,17 +124,16 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     """Train Chen et al.'s TMS (6 features, 2 dims), estimate the LLC at every checkpoint."""
     from tms_slt.io import save_run
     from tms_slt.plots import plot_quickstart
-    from tms_slt.transitions import detect_dynamical, format_transitions
+    from tms_slt.transitions import format_transitions
 
     config = _load(args)
     out = _out_dir(args, "quickstart")
     start = time.perf_counter()
     _, llc, tracked = _train_and_track(config, with_llc=True, progress=not args.quiet)
-    instance = _most_eventful_instance(tracked) if args.instance is None else args.instance
+    instance, shown = _showcase(tracked, args.instance)
     save_run(out, tracked, config, command="quickstart", shown_instance=instance)
     figure = _save_figure(plot_quickstart(tracked, instance=instance), out / "quickstart.png")
     print(format_table(tracked, instance))
-    shown = detect_dynamical(tracked, instance=instance, min_confidence=SHOWCASE_CONFIDENCE)
     print(f"\ntransitions of instance {instance} (confidence >= {SHOWCASE_CONFIDENCE}):")
     print(format_transitions(shown))
     divergent = int(llc.num_divergent.sum())
@@ -153,7 +154,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = _out_dir(args, "train")
     _, _, tracked = _train_and_track(config, with_llc=False, progress=not args.quiet)
     save_run(out, tracked, config, command="train")
-    print(format_table(tracked, _most_eventful_instance(tracked)))
+    print(format_table(tracked, _showcase(tracked)[0]))
     print(f"wrote {out / 'results.nc'}")
     return 0
 
@@ -190,7 +191,7 @@ def cmd_llc(args: argparse.Namespace) -> int:
     tracked = _results(trajectory, llc)
     out = Path(args.out) if args.out else run
     save_run(out, tracked, config, command="llc")
-    print(format_table(tracked, _most_eventful_instance(tracked)))
+    print(format_table(tracked, _showcase(tracked)[0]))
     print(f"wrote {out / 'results.nc'}")
     return 0
 
