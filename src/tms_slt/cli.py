@@ -58,10 +58,11 @@ def _showcase(tracked: xr.Dataset, instance: int | None = None) -> tuple[int, li
     """
     from tms_slt.transitions import detect_dynamical
 
+    num = tracked.sizes["instance"]
     found = detect_dynamical(tracked, min_confidence=SHOWCASE_CONFIDENCE)
     if instance is None:
         stages = [t.instance for t in found if t.before != t.after and t.delta_loss < 0]
-        instance = int(np.argmax(np.bincount(stages, minlength=tracked.sizes["instance"])))
+        instance = int(np.argmax(np.bincount(stages, minlength=num)))
     return instance, [t for t in found if t.instance == instance]
 
 
@@ -127,6 +128,9 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     from tms_slt.transitions import format_transitions
 
     config = _load(args)
+    num = config.train.num_instances
+    if args.instance is not None and not 0 <= args.instance < num:
+        raise ConfigError(f"--instance must be in [0, {num}), got {args.instance}")
     out = _out_dir(args, "quickstart")
     start = time.perf_counter()
     _, llc, tracked = _train_and_track(config, with_llc=True, progress=not args.quiet)

@@ -59,6 +59,27 @@ def test_unknown_key_is_rejected(tmp_path, capsys):
     assert "train.steps" in capsys.readouterr().err
 
 
+def test_quickstart_instance_out_of_range(tmp_path, tiny_toml, capsys):
+    out = tmp_path / "o"
+    assert (
+        main(
+            [
+                "quickstart",
+                "--config",
+                str(tiny_toml),
+                "--out",
+                str(out),
+                "--quiet",
+                "--instance",
+                "5",
+            ]
+        )
+        == 2
+    )
+    assert "--instance must be in [0, 2)" in capsys.readouterr().err
+    assert not out.exists()  # stopped before any work
+
+
 def test_llc_on_a_non_run_directory(tmp_path, capsys):
     assert main(["llc", str(tmp_path)]) == 2
     assert "not a run directory" in capsys.readouterr().err
