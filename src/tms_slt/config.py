@@ -175,11 +175,17 @@ class TrainConfig:
             )
 
 
+#: How the SGLD steps run: see `tms_slt.sampling.llc.estimate_llc(backend=...)`.
+LLC_BACKENDS = ("auto", "native", "torch", "compile")
+
+
 @dataclass(frozen=True)
 class LLCConfig:
     """Localized, tempered SGLD for the LLC (Lau et al. 2023, arXiv 2308.12108).
 
-    `nbeta` = nβ; None means n / log n with n the number of training samples.
+    `nbeta` = nβ; None means n / log n with n the number of training samples. `thin`
+    keeps every thin-th draw of the loss trace; `backend` picks how the steps run (see
+    `estimate_llc`).
     """
 
     step_size: float = 1e-3
@@ -189,6 +195,8 @@ class LLCConfig:
     num_draws: int = 500
     num_burnin: int = 100
     batch_size: int = 100
+    thin: int = 1
+    backend: str = "auto"
 
     def __post_init__(self) -> None:
         s = "llc"
@@ -202,6 +210,9 @@ class LLCConfig:
         if self.num_burnin >= self.num_draws:
             _fail(s, "num_burnin", f"smaller than llc.num_draws={self.num_draws}", self.num_burnin)
         _positive_int(s, "batch_size", self.batch_size)
+        _positive_int(s, "thin", self.thin)
+        if self.backend not in LLC_BACKENDS:
+            _fail(s, "backend", f"one of {', '.join(LLC_BACKENDS)}", self.backend)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ class Activation:
     name: str
     fn: Callable[[Tensor], Tensor]
     derivative: Callable[[Tensor], Tensor]
+    sharpness: float | None = None  # swish's γ; None for activations without one
 
     def __call__(self, x: Tensor) -> Tensor:
         return self.fn(x)
@@ -43,7 +44,7 @@ def _swish(sharpness: float) -> Activation:
         s = torch.sigmoid(sharpness * x)
         return s + sharpness * x * s * (1 - s)
 
-    return Activation("swish", fn, derivative)
+    return Activation("swish", fn, derivative, sharpness)
 
 
 def _gelu_derivative(x: Tensor) -> Tensor:
@@ -133,12 +134,14 @@ def loss_and_grad(
     about twice as fast as autograd through `reconstruction_loss` for the
     thousands of tiny models the LLC sampler advances at once.
     """
-    xt = x.transpose(-1, -2)  # (..., n, B)
-    h = W @ xt  # (..., m, B)
+    # einsum, not matmul, for the contractions with x: when x has fewer leading dims than
+    # W (one minibatch shared by many checkpoints), matmul would copy x once per
+    # checkpoint, while einsum folds the extra dims into one GEMM.
+    h = torch.einsum("...mn,...bn->...mb", W, x)  # (..., m, B)
     z = W.transpose(-1, -2) @ h + b.unsqueeze(-1)
-    e = activation(z) - xt
+    e = activation(z) - x.transpose(-1, -2)
     weighted = e if importance is None else e * importance.unsqueeze(-1)
     loss = (weighted * e).sum(-2).mean(-1)
     G = (2.0 / x.shape[-2]) * weighted * activation.derivative(z)
-    dW = h @ G.transpose(-1, -2) + (W @ G) @ x
+    dW = h @ G.transpose(-1, -2) + torch.einsum("...mb,...bn->...mn", W @ G, x)
     return loss, dW, G.sum(-1)

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from tms_slt.config import LLC_BACKENDS
 from tms_slt.models import TMSParams, get_activation
 from tms_slt.sampling.problems import Problem, module_problem, potential_problem, tms_problem
 from tms_slt.sampling.result import DIVERGENCE_FACTOR, LLCResult, compute_llc, default_nbeta
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from tms_slt.training import Trajectory
 
 __all__ = [
+    "BACKENDS",
     "DIVERGENCE_FACTOR",
     "LLCResult",
     "Traces",
@@ -40,7 +42,9 @@ __all__ = [
     "draw_noise",
     "estimate_llc",
     "problem_for",
+    "resolve_backend",
     "run_chains",
+    "sample",
 ]
 
 
@@ -174,13 +178,14 @@ def estimate_llc(
     num_draws: int = 500,
     num_burnin: int = 100,
     batch_size: int = 100,
+    thin: int = 1,
     weight_decay: float = 0.0,
     bounding_box: float | None = None,
     importance: Tensor | None = None,
     activation: str = "relu",
     swish_sharpness: float = 1.0,
     mala: bool = False,
-    compile: bool = False,
+    backend: str = "auto",
     generator: torch.Generator | None = None,
     progress: bool = True,
     keep_params_every: int | None = None,
@@ -206,12 +211,21 @@ def estimate_llc(
         num_chains, num_draws, num_burnin: chains per anchor, draws per chain
             (including burn-in), and the burn-in discarded from the estimate.
         batch_size: minibatch size m of the gradient; each chain draws its own.
+        thin: keep the loss (and MALA acceptance) of every thin-th step only, steps 0,
+            thin, 2·thin, …; the burn-in still counts steps. Saves memory and storage on
+            long chains; it cannot lower λ̂'s Monte Carlo error (every draw is a valid
+            sample), so the default 1 keeps all.
         weight_decay, bounding_box: see `SGLD`.
         importance, activation, swish_sharpness: the TMS loss, for raw params.
         mala: also record the per-step MALA acceptance probability (a second
             gradient evaluation per step); `LLCResult.mala_accept`.
-        compile: run the step through `torch.compile` (opt-in: a one-off compile
-            cost, then fewer, fused kernels; same results to float tolerance).
+        backend: how the steps run; all give the same trajectory up to float rounding
+            (same generator ⇒ same minibatches and noise). "native": the fused C kernel
+            for TMS targets on the CPU in float32 (`sampling.native`; built on first use
+            with the system C compiler, about 100× faster than eager torch); "torch":
+            batched eager torch, any target and device; "compile": the torch step through
+            `torch.compile` (a one-off compile of tens of seconds); "auto" (default):
+            "native" where it applies and builds, else "torch".
         generator: the single source of noise and minibatches (per-run stream);
             default a generator seeded with 0.
         progress: show a progress bar over draws.
@@ -238,6 +252,12 @@ def estimate_llc(
         num_burnin=num_burnin,
         batch_size=batch_size,
     )
+    _check_positive_int("thin", thin)
+    kept_burnin = -(-num_burnin // thin)  # ⌈num_burnin / thin⌉ kept draws are burn-in
+    if kept_burnin >= -(-num_draws // thin):
+        raise ValueError(
+            f"thin={thin} keeps no draw after the burn-in ({num_burnin} of {num_draws} draws)"
+        )
     if keep_params_every is not None:
         _check_positive_int("keep_params_every", keep_params_every)
         if keep_params_every > num_draws:
@@ -271,27 +291,28 @@ def estimate_llc(
     )
     if generator is None:
         generator = torch.Generator(device=problem.params[0].device).manual_seed(0)
-    traces = run_chains(
+    traces = sample(
+        problem,
         kernel,
-        problem.params,
-        problem.sample_batch,
         num_draws,
         generator,
         progress,
-        compile=compile,
+        backend=backend,
         keep_params_every=keep_params_every,
     )
+    accept = None if traces.mala_accept is None else traces.mala_accept[..., ::thin]
     return compute_llc(
-        traces.loss,
+        traces.loss[..., ::thin].contiguous(),
         problem.init_loss,
         nbeta,
-        num_burnin=num_burnin,
+        num_burnin=kept_burnin,
         dims=problem.dims,
         coords=problem.coords,
         num_params=problem.num_params,
-        mala_accept=traces.mala_accept,
+        mala_accept=None if accept is None else accept.contiguous(),
         param_trace=traces.params,
         keep_params_every=keep_params_every,
+        thin=thin,
     )
 
 
@@ -302,6 +323,65 @@ class Traces(NamedTuple):
     loss: Tensor
     mala_accept: Tensor | None
     params: tuple[Tensor, ...] | None = None
+
+
+BACKENDS = LLC_BACKENDS
+
+
+def resolve_backend(backend: str, problem: Problem, kernel: SGLD) -> str:
+    """ "native", "torch" or "compile" for this problem; see `estimate_llc(backend=...)`.
+
+    Raises:
+        ValueError: an unknown backend, or "native" where the fused kernel cannot run
+            (the reason: not a TMS target, not CPU/float32, no C compiler, ...).
+    """
+    from tms_slt.sampling import native
+
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend in ("torch", "compile"):
+        return backend
+    reason = native.unsupported(problem.tms, kernel)
+    if reason is None:
+        try:
+            native.load_library(*problem.tms.W.shape[-2:])
+        except native.NativeUnavailableError as err:
+            reason = str(err)
+    if reason is None:
+        return "native"
+    if backend == "native":
+        raise ValueError(f"backend='native' is unavailable: {reason}")
+    return "torch"
+
+
+def sample(
+    problem: Problem,
+    kernel: SGLD,
+    num_draws: int,
+    generator: torch.Generator,
+    progress: bool = False,
+    *,
+    backend: str = "auto",
+    keep_params_every: int | None = None,
+) -> Traces:
+    """Run the chains of `problem` with `kernel` on the chosen backend (`resolve_backend`)."""
+    chosen = resolve_backend(backend, problem, kernel)
+    if chosen == "native":
+        from tms_slt.sampling.native import run_tms_chains
+
+        return run_tms_chains(
+            problem.tms, kernel, num_draws, generator, progress, keep_params_every=keep_params_every
+        )
+    return run_chains(
+        kernel,
+        problem.params,
+        problem.sample_batch,
+        num_draws,
+        generator,
+        progress,
+        compile=chosen == "compile",
+        keep_params_every=keep_params_every,
+    )
 
 
 def draw_noise(params: Sequence[Tensor], generator: torch.Generator) -> tuple[Tensor, ...]:

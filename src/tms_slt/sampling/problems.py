@@ -23,6 +23,24 @@ from tms_slt.sampling.sgld import LossAndGrad, autograd_loss_and_grad
 
 
 @dataclass(frozen=True)
+class TMSInputs:
+    """What the fused TMS kernel (`sampling.native`) needs besides the chain state.
+
+    data: (*data_lead, N, n) training sets; `data_lead` is a suffix of the anchors'
+    leading shape. importance: (*lead, n) per anchor. anchor: the start params
+    (W (..., chain, m, n), b (..., chain, n)), also the localization centre.
+    """
+
+    data: Tensor
+    importance: Tensor
+    activation: Activation
+    sample_bias: bool
+    batch_size: int
+    W: Tensor
+    b: Tensor
+
+
+@dataclass(frozen=True)
 class Problem:
     """Start/anchor params (each (..., chain, *event)), a batched loss and its data."""
 
@@ -34,6 +52,7 @@ class Problem:
     n: int | None  # training-set size; None for a potential (no data)
     dims: tuple[str, ...]
     coords: dict[str, Any]
+    tms: TMSInputs | None = None  # set for TMS targets: enables the fused kernel
 
     @property
     def num_params(self) -> int:
@@ -69,7 +88,12 @@ def tms_problem(
 
     The dataset's leading dims must be a suffix of the parameters' (e.g. one training
     set per instance, shared by every checkpoint). Each chain draws its own minibatch
-    of `batch_size` rows (with replacement) every step.
+    of `batch_size` rows (with replacement) every step, and that minibatch stream is
+    common to every anchor sharing the training set: chain c of checkpoint k and chain
+    c of checkpoint k' see the same batches (common random numbers). Each anchor's
+    estimate is unchanged in distribution; differences between anchors (the LLC curve
+    along training) are estimated with less noise, and one gathered batch serves all
+    of them.
     """
     lead = W.shape[:-2]
     n_features = W.shape[-1]
@@ -91,7 +115,7 @@ def tms_problem(
         importance = importance.unsqueeze(-2)  # per-instance importances: room for the chain dim
     flat = data.reshape(-1, n_features)
     offsets = (torch.arange(flat.shape[0] // N, device=data.device) * N).reshape(*data_lead, 1, 1)
-    idx_shape = (*lead, num_chains, batch_size)
+    idx_shape = (*data_lead, num_chains, batch_size)
 
     def sample_batch(generator: torch.Generator) -> Tensor:
         idx = torch.randint(N, idx_shape, generator=generator, device=generator.device)
@@ -114,7 +138,22 @@ def tms_problem(
             return loss, (dW,)
 
         params, event = (W0,), (2,)
-    return Problem(params, event, grad_fn, sample_batch, init_loss, N, dims, coords)
+    tms = TMSInputs(
+        data=data,
+        importance=(
+            torch.ones(n_features, dtype=W.dtype, device=W.device)
+            if importance is None
+            else importance.squeeze(-2)
+            if importance.ndim > 1
+            else importance
+        ).expand(*lead, n_features),
+        activation=activation,
+        sample_bias=sample_bias,
+        batch_size=batch_size,
+        W=W0,
+        b=b0,
+    )
+    return Problem(params, event, grad_fn, sample_batch, init_loss, N, dims, coords, tms)
 
 
 def as_dataset(dataset: Any) -> tuple[Tensor, ...]:

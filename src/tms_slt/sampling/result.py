@@ -54,6 +54,8 @@ class LLCResult:
             parameters after (j + 1)·k SGLD steps, k = `keep_params_every` (so the loss
             of draw index (j + 1)·k of `loss_trace`, when recorded, is evaluated at it).
         keep_params_every: k, the thinning of `param_trace` (None when not recorded).
+        thin: draw j of `loss_trace` (and `mala_accept`) is SGLD step j·thin; 1 unless
+            `estimate_llc(thin=...)` thinned the traces.
     """
 
     loss_trace: Tensor
@@ -67,8 +69,11 @@ class LLCResult:
     mala_accept: Tensor | None = None
     param_trace: tuple[Tensor, ...] | None = None
     keep_params_every: int | None = None
+    thin: int = 1
 
     def __post_init__(self) -> None:
+        if isinstance(self.thin, bool) or not isinstance(self.thin, int) or self.thin < 1:
+            raise ValueError(f"thin must be a positive integer, got {self.thin!r}")
         if self.loss_trace.ndim < 2:
             raise ValueError("loss_trace must have shape (..., chain, draw)")
         if tuple(self.loss_trace.shape[:-2]) != tuple(self.init_loss.shape):
@@ -88,11 +93,17 @@ class LLCResult:
             raise ValueError("param_trace and keep_params_every go together")
         if self.param_trace is not None:
             lead = tuple(self.loss_trace.shape[:-1])
-            kept = (self.num_draws // self.keep_params_every,)
+            # With a thinned loss trace the step count is known only to within `thin`.
+            steps = self.num_draws * self.thin
+            kept = {(s // self.keep_params_every,) for s in range(steps - self.thin + 1, steps + 1)}
             for p in self.param_trace:
-                if tuple(p.shape[: len(lead) + 1]) != lead + kept:
+                if (
+                    tuple(p.shape[len(lead) : len(lead) + 1]) not in kept
+                    or tuple(p.shape[: len(lead)]) != lead
+                ):
                     raise ValueError(
-                        f"param_trace tensors must have shape {(*lead, *kept)} + event shape, "
+                        f"param_trace tensors must have shape {lead} + (kept_draw,) + event "
+                        f"shape with kept_draw in {sorted(k for (k,) in kept)}, "
                         f"got {tuple(p.shape)}"
                     )
 
@@ -198,7 +209,9 @@ class LLCResult:
             for i, p in enumerate(self.param_trace):
                 event = [f"param_{i}_axis_{j}" for j in range(p.ndim - len(lead) - 2)]
                 data[f"param_{i}"] = ([*lead, "chain", "kept_draw", *event], p.double().numpy())
-        return xr.Dataset(data, coords=coords, attrs={"num_burnin": self.num_burnin})
+        return xr.Dataset(
+            data, coords=coords, attrs={"num_burnin": self.num_burnin, "thin": self.thin}
+        )
 
 
 def compute_llc(
@@ -213,6 +226,7 @@ def compute_llc(
     mala_accept: Tensor | None = None,
     param_trace: tuple[Tensor, ...] | None = None,
     keep_params_every: int | None = None,
+    thin: int = 1,
 ) -> LLCResult:
     """λ̂ = nβ (mean of the post-burn-in losses − L_n(w*)) from stored traces.
 
@@ -229,6 +243,7 @@ def compute_llc(
         mala_accept: optional (..., chain, draw) MALA acceptance probabilities.
         param_trace, keep_params_every: optional thinned parameter draws, each
             (..., chain, kept_draw, *event), kept every `keep_params_every` steps.
+        thin: the thinning the traces were stored with (draw j = step j·thin).
     """
     nb = torch.as_tensor(nbeta)
     if not bool((nb > 0).all()):
@@ -250,4 +265,5 @@ def compute_llc(
         mala_accept=mala_accept,
         param_trace=None if param_trace is None else tuple(param_trace),
         keep_params_every=keep_params_every,
+        thin=thin,
     )

@@ -63,6 +63,8 @@ def run_point(config: ExperimentConfig, options: SweepOptions | None = None) -> 
             num_draws=c.num_draws,
             num_burnin=c.num_burnin,
             batch_size=c.batch_size,
+            thin=c.thin,
+            backend=c.backend,
             generator=generator,
             progress=False,
         )

@@ -1,0 +1,355 @@
+"""The fused C kernel for TMS SGLD (`tms_sgld.c`): build, load, and run chains with it.
+
+`run_tms_chains` is `llc.run_chains` for TMS targets: the same update (localized,
+tempered SGLD with the analytic TMS gradient, optional MALA acceptance, weight decay and
+bounding box) and the same random stream (per step: the minibatch indices, then the
+noise for W, then for b, all drawn by torch from the caller's generator), so the traces
+agree with the eager path up to float rounding. The arithmetic runs in C, each model's
+intermediates in L1 and the batch as the SIMD loop; torch only draws the random numbers.
+
+The kernel is compiled on first use with the system C compiler (`$CC`, default `cc`),
+for this machine (`-march=native`), into a cache directory (`$TMS_SLT_CACHE`, default
+`~/.cache/tms_slt`) keyed by the source, the flags, the compiler and the CPU, then loaded
+with ctypes; no build step at install time. Without a compiler, `available()` is False
+and `estimate_llc(backend="auto")` uses the torch path.
+
+Calls into the library release the GIL, so shards of (dataset, chain) groups run on
+`num_threads` Python threads in parallel.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from tms_slt.sampling.problems import TMSInputs
+from tms_slt.sampling.sgld import SGLD
+
+__all__ = ["NativeUnavailableError", "available", "load_library", "run_tms_chains", "unsupported"]
+
+_SOURCE = "tms_sgld.c"
+# No -ffast-math: it assumes finite values and would hide diverging (NaN) chains. The
+# reassociation flags let the compiler vectorize the batch sums.
+_FLAGS = (
+    "-O3",
+    "-march=native",
+    "-fPIC",
+    "-shared",
+    "-fno-math-errno",
+    "-fno-trapping-math",
+    "-fassociative-math",
+    "-fno-signed-zeros",
+    "-ffp-contract=fast",
+)
+_ACTIVATIONS = {"linear": 0, "relu": 1, "swish": 2, "gelu": 3}
+#: Draws per call into the kernel: long enough to amortize the Python-side dispatch,
+#: short enough that the pre-drawn noise stays small.
+CHUNK_DRAWS = 128
+#: Models with at most this many weights get a build specialized to their (m, n): the
+#: 8-sample block kernel whose accumulators fit in (or just beyond) the vector registers.
+MAX_SPECIALIZED_WEIGHTS = 64
+
+
+class NativeUnavailableError(RuntimeError):
+    """The fused kernel cannot be built or loaded here (no C compiler, say)."""
+
+
+class _Spec(ctypes.Structure):
+    _fields_ = [
+        *((name, ctypes.c_int64) for name in (
+            "m", "n", "batch", "rows_per_dataset", "num_datasets", "num_chains", "num_pairs",
+            "num_draws", "t_offset", "num_steps",
+        )),
+        *((name, ctypes.c_int32) for name in ("activation", "sample_bias", "mala", "has_box")),
+        *((name, ctypes.c_float) for name in ("sharpness", "weight_decay", "box")),
+    ]  # fmt: skip
+
+
+def _cache_dir() -> Path:
+    """$TMS_SLT_CACHE, else ~/.cache/tms_slt, else a per-user temporary directory."""
+    if os.environ.get("TMS_SLT_CACHE"):
+        return Path(os.environ["TMS_SLT_CACHE"])
+    candidates = (
+        Path.home() / ".cache" / "tms_slt",
+        Path(tempfile.gettempdir()) / f"tms_slt-{os.getuid()}",
+    )
+    for path in candidates:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(path, os.W_OK):
+            return path
+    raise NativeUnavailableError("no writable cache directory for the kernel (set TMS_SLT_CACHE)")
+
+
+def _cpu_id() -> str:
+    """Identifies the instruction set `-march=native` compiled for."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return line
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def load_library(m: int | None = None, n: int | None = None) -> ctypes.CDLL:
+    """Compile (once per machine, source and shape) and load the kernel library.
+
+    With the model shape (m hidden, n features) of a small model, the build is
+    specialized to it (`MAX_SPECIALIZED_WEIGHTS`); otherwise it is the generic one.
+
+    Raises:
+        NativeUnavailableError: no C compiler, or compiling or loading failed; the
+            message carries the compiler's output.
+    """
+    if m is None or n is None or m * n > MAX_SPECIALIZED_WEIGHTS:
+        return _load((os.environ.get("CC", "cc"), ()))
+    return _load((os.environ.get("CC", "cc"), (f"-DTMS_M={m}", f"-DTMS_N={n}")))
+
+
+@functools.cache
+def _load(build: tuple[str, tuple[str, ...]]) -> ctypes.CDLL:
+    compiler, defines = build
+    flags = (*_FLAGS, *defines)
+    if shutil.which(compiler) is None:
+        raise NativeUnavailableError(f"no C compiler ({compiler!r} not found; set $CC)")
+    source = resources.files("tms_slt.sampling").joinpath(_SOURCE).read_bytes()
+    try:
+        version = subprocess.run(
+            [compiler, "--version"], capture_output=True, text=True, check=True
+        ).stdout
+    except (OSError, subprocess.CalledProcessError) as err:
+        raise NativeUnavailableError(f"{compiler} --version failed: {err}") from err
+    key = hashlib.sha256(
+        b"\0".join([source, " ".join(flags).encode(), version.encode(), _cpu_id().encode()])
+    ).hexdigest()[:16]
+    cache = _cache_dir()
+    lib_path = cache / f"tms_sgld-{key}.so"
+    if not lib_path.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=cache) as tmp:
+            src = Path(tmp) / _SOURCE
+            src.write_bytes(source)
+            out = Path(tmp) / "lib.so"
+            # Some compilers (Apple clang on arm64) reject -march=native: retry without.
+            for attempt in (flags, tuple(f for f in flags if f != "-march=native")):
+                proc = subprocess.run(
+                    [compiler, *attempt, "-o", str(out), str(src), "-lm"],
+                    capture_output=True,
+                    text=True,
+                )
+                if proc.returncode == 0:
+                    break
+            else:
+                raise NativeUnavailableError(f"compiling {_SOURCE} failed:\n{proc.stderr.strip()}")
+            os.replace(out, lib_path)  # atomic: concurrent builders race harmlessly
+    try:
+        lib = ctypes.CDLL(str(lib_path))
+    except OSError as err:
+        raise NativeUnavailableError(f"loading {lib_path} failed: {err}") from err
+    ptr = ctypes.c_void_p
+    lib.tms_sgld_steps.restype = ctypes.c_int
+    lib.tms_sgld_steps.argtypes = [
+        ctypes.POINTER(_Spec),
+        ctypes.c_int64,
+        ctypes.c_int64,
+        ctypes.c_int64,
+        *([ptr] * 15),
+    ]
+    return lib
+
+
+def available() -> bool:
+    """Whether the fused kernel can be built and loaded on this machine."""
+    try:
+        load_library()
+    except NativeUnavailableError:
+        return False
+    return True
+
+
+def unsupported(tms: TMSInputs | None, kernel: SGLD) -> str | None:
+    """Why the fused kernel cannot run this problem, or None if it can."""
+    if tms is None:
+        return "the fused kernel handles TMS targets only"
+    if tms.W.device.type != "cpu" or tms.data.device.type != "cpu":
+        return "the fused kernel runs on the CPU; use the torch path on other devices"
+    if {tms.W.dtype, tms.b.dtype, tms.data.dtype} != {torch.float32}:
+        return "the fused kernel computes in float32"
+    if tms.activation.name not in _ACTIVATIONS:
+        return f"the fused kernel has no activation {tms.activation.name!r}"
+    if not isinstance(kernel.weight_decay, int | float):
+        return "the fused kernel takes a scalar weight decay"
+    return None
+
+
+def _per_pair(value: float | Tensor, pair_shape: tuple[int, ...]) -> Tensor:
+    """A coefficient broadcast to (*lead, chain), flattened, float64."""
+    t = torch.as_tensor(value, dtype=torch.float64)
+    return t.expand(pair_shape).reshape(-1).contiguous()
+
+
+def _shards(
+    num_datasets: int, num_chains: int, num_anchors: int, num_threads: int
+) -> list[tuple[int, int, Tensor]]:
+    """(dataset, chain, anchors) work items. Anchors are flattened leading indices; anchor a
+    uses dataset a mod D (the dataset's dims are a suffix of the leading dims). Groups are
+    split until there are a few items per thread, so both cores stay busy."""
+    per_dataset = [torch.arange(d, num_anchors, num_datasets) for d in range(num_datasets)]
+    groups = num_datasets * num_chains
+    pieces = max(1, -(-2 * num_threads // groups))
+    out = []
+    for d, anchors in enumerate(per_dataset):
+        for c in range(num_chains):
+            for part in torch.tensor_split(anchors, min(pieces, len(anchors))):
+                out.append((d, c, part.contiguous()))
+    return out
+
+
+def _ptr(t: Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def run_tms_chains(
+    tms: TMSInputs,
+    kernel: SGLD,
+    num_draws: int,
+    generator: torch.Generator,
+    progress: bool = False,
+    *,
+    keep_params_every: int | None = None,
+    num_threads: int | None = None,
+):
+    """`llc.run_chains` for a TMS problem, on the fused kernel; returns `llc.Traces`.
+
+    Args:
+        tms: the problem's `TMSInputs` (`Problem.tms`).
+        kernel: supplies ε, nβ, γ (floats or tensors broadcastable to (..., chain)),
+            weight decay, bounding box and `mala`; its `loss_and_grad` is not used.
+        num_draws, generator, progress, keep_params_every: as for `llc.run_chains`.
+        num_threads: threads (default `torch.get_num_threads()`).
+
+    Raises:
+        NativeUnavailableError: no compiler, or `unsupported(tms, kernel)` says why not.
+    """
+    from tms_slt.sampling.llc import Traces
+
+    reason = unsupported(tms, kernel)
+    if reason is not None:
+        raise NativeUnavailableError(reason)
+    *_, m, n = tms.W.shape
+    lib = load_library(m, n)
+    W = tms.W.detach().clone().contiguous()
+    b = tms.b.detach().clone().contiguous()
+    W0, b0 = tms.W.detach().contiguous(), tms.b.detach().contiguous()
+    *lead, C, m, n = W.shape
+    pair_shape = (*lead, C)
+    P = W.numel() // (m * n)
+    A = P // C
+    data = tms.data.detach().contiguous()
+    N = data.shape[-2]
+    D = data[..., 0, 0].numel()
+    B = tms.batch_size
+    importance = tms.importance.to(torch.float32).expand(*lead, n).contiguous()
+    eps = _per_pair(kernel.step_size, pair_shape)
+    nbeta = _per_pair(kernel.nbeta, pair_shape)
+    gamma = _per_pair(kernel.localization, pair_shape)
+    loss = torch.empty(P, num_draws, dtype=torch.float32)
+    accept = torch.empty(P, num_draws, dtype=torch.float32) if kernel.mala else None
+    spec = _Spec(
+        m=m,
+        n=n,
+        batch=B,
+        rows_per_dataset=N,
+        num_datasets=D,
+        num_chains=C,
+        num_pairs=P,
+        num_draws=num_draws,
+        activation=_ACTIVATIONS[tms.activation.name],
+        sample_bias=int(tms.sample_bias),
+        mala=int(kernel.mala),
+        has_box=int(kernel.bounding_box is not None),
+        sharpness=float(tms.activation.sharpness or 1.0),
+        weight_decay=float(kernel.weight_decay),
+        box=float(kernel.bounding_box or 0.0),
+    )
+    chunk = keep_params_every or CHUNK_DRAWS
+    idx_shape = (*data.shape[:-2], C, B)
+
+    def new_buffers() -> tuple[Tensor, Tensor, Tensor]:
+        return (
+            torch.empty(chunk, D * C * B, dtype=torch.int64),
+            torch.empty(chunk, *W.shape, dtype=torch.float32),
+            torch.empty(chunk, *b.shape, dtype=torch.float32),
+        )
+
+    def draw(buffers: tuple[Tensor, Tensor, Tensor], steps: int) -> None:
+        idx, noise_W, noise_b = buffers
+        for t in range(steps):  # the eager path's order: batch, noise W, noise b
+            torch.randint(N, idx_shape, generator=generator, out=idx[t].view(idx_shape))
+            torch.randn(W.shape, generator=generator, out=noise_W[t])
+            if tms.sample_bias:
+                torch.randn(b.shape, generator=generator, out=noise_b[t])
+
+    def run_shard(
+        shard: tuple[int, int, Tensor], spec: _Spec, buffers: tuple[Tensor, Tensor, Tensor]
+    ) -> int:
+        d, c, anchors = shard
+        idx, noise_W, noise_b = buffers
+        return lib.tms_sgld_steps(
+            ctypes.byref(spec),
+            c,
+            d,
+            len(anchors),
+            *map(_ptr, (anchors, W, b, W0, b0, importance, eps, nbeta, gamma, data)),
+            *map(_ptr, (idx, noise_W, noise_b, loss, accept)),
+        )
+
+    threads = num_threads or torch.get_num_threads()
+    shards = _shards(D, C, A, threads)
+    kept: list[tuple[Tensor, ...]] = []
+    bar = tqdm(total=num_draws, desc="sampling", disable=not progress, mininterval=0.5)
+    starts = list(range(0, num_draws, chunk))
+    buffers = (new_buffers(), new_buffers())
+    draw(buffers[0], min(chunk, num_draws))
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for k, start in enumerate(starts):
+            steps = min(chunk, num_draws - start)
+            chunk_spec = _Spec.from_buffer_copy(spec)
+            chunk_spec.t_offset, chunk_spec.num_steps = start, steps
+            futures = [pool.submit(run_shard, s, chunk_spec, buffers[k % 2]) for s in shards]
+            if k + 1 < len(starts):  # the next chunk's random numbers, while the kernel runs
+                draw(buffers[(k + 1) % 2], min(chunk, num_draws - starts[k + 1]))
+            if any(f.result() for f in futures):
+                raise MemoryError("the fused SGLD kernel could not allocate its workspace")
+            if keep_params_every is not None and steps == chunk:  # after steps k, 2k, …
+                kept.append((W.clone(), b.clone()) if tms.sample_bias else (W.clone(),))
+            bar.update(steps)
+    bar.close()
+    params = None
+    if kept:
+        params = tuple(
+            torch.stack([draw[i] for draw in kept], dim=p.ndim - k)
+            for i, (p, k) in enumerate(zip(kept[0], kernel.event_ndims, strict=True))
+        )
+    return Traces(
+        loss=loss.view(*pair_shape, num_draws),
+        mala_accept=None if accept is None else accept.view(*pair_shape, num_draws),
+        params=params,
+    )
