@@ -200,13 +200,31 @@ def cmd_llc(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibrate_usage_error(message: str) -> int:
+    """A one-line usage error of `tms-slt calibrate` (exit code 2, as argparse's)."""
+    print(f"tms-slt calibrate: {message}", file=sys.stderr)
+    return 2
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    """Run a grid of SGLD settings at one checkpoint as one batched run; recommend ε."""
+    """Run a grid of SGLD settings at one checkpoint as one batched run; recommend ε.
+
+    With --benchmark (and no RUN_DIR), run the same grid on potentials with known λ instead
+    and report λ̂'s relative error, so the settings can be judged against ground truth.
+    """
+    if args.benchmark:
+        return _calibrate_benchmark(args)
+    if args.run_dir is None:
+        return _calibrate_usage_error("give RUN_DIR (a `tms-slt train` run) or --benchmark")
+    if args.draws is not None or args.chains is not None:
+        return _calibrate_usage_error(
+            "--draws/--chains apply to --benchmark; a run's config sets them ([llc] table)"
+        )
     from tms_slt.io import save_run
     from tms_slt.sampling.calibrate import calibrate
 
     run, config, traj = _load_run(args)
-    k = args.checkpoint
+    k = -1 if args.checkpoint is None else args.checkpoint
     if not -len(traj.steps) <= k < len(traj.steps):
         raise ConfigError(
             f"--checkpoint must be in [-{len(traj.steps)}, {len(traj.steps)}), got {k}"
@@ -221,6 +239,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         num_draws=config.llc.num_draws,
         num_burnin=config.llc.num_burnin,
         batch_size=config.llc.batch_size,
+        backend=config.llc.backend,
         generator=_generator(config),
         progress=not args.quiet,
     )
@@ -230,6 +249,54 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     print(table.to_dataframe().to_string())
     print("recommended step_size:", report["recommended_step_size"].to_series().to_dict())
     print(f"wrote {out / 'results.nc'}")
+    return 0
+
+
+def _calibrate_benchmark(args: argparse.Namespace) -> int:
+    """`tms-slt calibrate --benchmark`: `calibrate_known` over the ε (nβ, γ) grid, a table
+    per model, and whether the ε `recommend_step_size` picks has |relative error| < 10%."""
+    import torch
+
+    from tms_slt.io import save_run
+    from tms_slt.sampling.calibrate import (
+        BENCHMARK_LOCALIZATION,
+        BENCHMARK_NBETA,
+        calibrate_known,
+        format_benchmark,
+    )
+
+    if args.run_dir is not None:
+        return _calibrate_usage_error("give RUN_DIR or --benchmark, not both")
+    unused = [
+        flag
+        for flag, value in (
+            ("--config", args.config),
+            ("--checkpoint", args.checkpoint),
+            ("--device", args.device),
+        )
+        if value is not None
+    ]
+    if unused:
+        return _calibrate_usage_error(
+            f"--benchmark runs built-in potentials on the CPU and takes no {', '.join(unused)}"
+        )
+    # Unset options keep calibrate_known's defaults (4 chains × 2000 draws, 500 burn-in).
+    sizes = {} if args.chains is None else {"num_chains": args.chains}
+    if args.draws is not None:
+        sizes |= {"num_draws": args.draws, "num_burnin": args.draws // 4}
+    report = calibrate_known(
+        step_sizes=args.step_sizes,
+        nbetas=args.nbetas or [BENCHMARK_NBETA],
+        localizations=args.localizations or [BENCHMARK_LOCALIZATION],
+        generator=None if args.seed is None else torch.Generator().manual_seed(args.seed),
+        progress=not args.quiet,
+        **sizes,
+    )
+    print(format_benchmark(report))
+    if args.out:
+        # No config.toml: the benchmark does not read an experiment config.
+        out = save_run(args.out, report, None, command="calibrate", benchmark=True)
+        print(f"wrote {out / 'results.nc'} (benchmark report, no config.toml)")
     return 0
 
 
@@ -333,6 +400,53 @@ def _add_sweep_parser(sub) -> None:
     p.set_defaults(handler=cmd_sweep)
 
 
+def _add_calibrate_arguments(p: argparse.ArgumentParser) -> None:
+    """`tms-slt calibrate RUN_DIR [--checkpoint K] [grid]` or
+    `tms-slt calibrate --benchmark [grid] [--draws N] [--chains N]`."""
+    p.add_argument(
+        "run_dir",
+        nargs="?",
+        metavar="RUN_DIR",
+        help="directory written by `tms-slt train` (required unless --benchmark)",
+    )
+    p.add_argument(
+        "--benchmark",
+        action="store_true",
+        help="run the grid on models with known λ (quadratic, normal crossings) and report "
+        "λ̂'s relative error instead of calibrating a run",
+    )
+    p.add_argument("--checkpoint", type=int, help="checkpoint index (default: last)")
+    p.add_argument(
+        "--step-sizes",
+        type=float,
+        nargs="+",
+        default=[1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3],
+        help="grid of ε",
+    )
+    p.add_argument(
+        "--nbetas",
+        type=float,
+        nargs="+",
+        help="grid of nβ (default: config; 1000 with --benchmark)",
+    )
+    p.add_argument(
+        "--localizations",
+        type=float,
+        nargs="+",
+        help="grid of γ (default: config; 1 with --benchmark)",
+    )
+    p.add_argument(
+        "--draws",
+        type=int,
+        help="--benchmark: draws per chain, a quarter of them burn-in (default 2000)",
+    )
+    p.add_argument(
+        "--chains",
+        type=int,
+        help="--benchmark: chains per setting and model (default 4)",
+    )
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE.toml", help="experiment config (TOML)")
     parser.add_argument(
@@ -366,25 +480,12 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("run_dir", metavar="RUN_DIR", help="directory with results.nc")
             p.add_argument("--instance", type=int, help="instance drawn in the figure")
             p.add_argument("--min-confidence", type=float, default=0.0, help="drop weaker records")
-        if name in ("llc", "calibrate"):
+        if name == "llc":
             p.add_argument(
                 "run_dir", metavar="RUN_DIR", help="directory written by `tms-slt train`"
             )
         if name == "calibrate":
-            p.add_argument(
-                "--checkpoint", type=int, default=-1, help="checkpoint index (default: last)"
-            )
-            p.add_argument(
-                "--step-sizes",
-                type=float,
-                nargs="+",
-                default=[1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3],
-                help="grid of ε",
-            )
-            p.add_argument("--nbetas", type=float, nargs="+", help="grid of nβ (default: config)")
-            p.add_argument(
-                "--localizations", type=float, nargs="+", help="grid of γ (default: config)"
-            )
+            _add_calibrate_arguments(p)
     _add_sweep_parser(sub)
     return parser
 
