@@ -16,7 +16,9 @@ from torch import nn
 
 from tms_slt.sampling.llc import LLCResult, estimate_llc
 from tms_slt.theory import (
+    dln_anchor,
     dln_learning_coefficient,
+    dln_potential,
     normal_crossing_potential,
     quadratic_potential,
     sum_of_normal_crossings_potential,
@@ -143,20 +145,24 @@ def test_normal_crossings(groups, nbeta, step_size):
 
 
 def _dln(widths: list[int], rank: int, seed: int) -> nn.Sequential:
-    """x ↦ W_M⋯W_1 x with every layer of rank r, W_j = U_{j+1} U_jᵀ (orthonormal U_j of
-    shape H_j × r): the product has rank r and singular values 1, and the point is among
-    the most singular true parameters, where the local λ equals Aoyagi's global one."""
-    g = torch.Generator().manual_seed(seed)
+    """x ↦ W_M⋯W_1 x at the anchor of `dln_anchor`: every layer of rank r, W_j = U_{j+1}U_jᵀ
+    (orthonormal U_j of shape H_j × r), so the product has rank r and singular values 1, and
+    the point is among the most singular true parameters, where the local λ equals Aoyagi's
+    global one."""
     layers = [nn.Linear(a, b, bias=False) for a, b in itertools.pairwise(widths)]
-    bases = [torch.linalg.qr(torch.randn(h, h, generator=g))[0][:, :rank] for h in widths]
     with torch.no_grad():
-        for j, layer in enumerate(layers):
-            layer.weight.copy_(bases[j + 1] @ bases[j].T)
+        for layer, weight in zip(layers, dln_anchor(widths, rank, seed), strict=True):
+            layer.weight.copy_(weight)
     return nn.Sequential(*layers)
 
 
-def _dln_llc(widths: list[int], rank: int, *, seed: int = 0, num_draws: int = 4000) -> LLCResult:
-    """Noise-free realizable data y = W₀x, so w* is an exact global minimum (L_n = 0)."""
+def _dln_llc(
+    widths: list[int], rank: int, *, seed: int = 0, num_draws: int = 4000, mala: bool = False
+) -> LLCResult:
+    """Noise-free realizable data y = W₀x, so w* is an exact global minimum (L_n = 0).
+
+    ``mala`` only adds the acceptance record (benchmarks/dln_accuracy.py); the chains are the
+    same."""
     model = _dln(widths, rank, seed)
     x = torch.randn(5000, widths[0], generator=torch.Generator().manual_seed(seed + 100))
     with torch.no_grad():
@@ -176,20 +182,17 @@ def _dln_llc(widths: list[int], rank: int, *, seed: int = 0, num_draws: int = 40
         num_draws=num_draws,
         num_burnin=num_draws // 4,
         batch_size=100,
+        mala=mala,
         progress=False,
         generator=torch.Generator().manual_seed(seed + 1),
     )
 
 
-_UNDER = pytest.mark.xfail(
-    reason="deep, narrow DLNs: λ̂ underestimates Aoyagi's λ by 20-30%. Not a burn-in "
-    "problem: at ε = 5e-6 and 16000 draws [3,4,4,2] is stationary at -17%. Depth M gives "
-    "degree-2M directions of width nβ^(-1/2M), not small against the localization width "
-    "γ^(-1/2) at nβ = 1e4, γ = 30, so γ cuts them off; needs nβ ≫ γ^M, out of reach "
-    "here. Larger ε (2e-5) passes 2 of 3 only by cancelling this with the upward SGLD "
-    "discretization bias, so those settings are not used; kept to track it",
-    strict=False,
-)
+# Three-layer networks through the data path (nn.Module, minibatches of a 5000-sample set).
+# Deeper ones are tested on the population loss below: at this γ = 30 the localization cuts
+# them off (the exact tempered posterior at nβ = 1e4, γ = 30 is 15-34% below λ for
+# [3, 4, 4, 2], [5, 3, 5, 4], [3, 3, 3, 3, 3]), and the γ = 3 they need takes ≈ 3e4 steps
+# even at nβ = 300: about 35 s a network at the data path's ≈ 1.2 ms a step.
 DLNS = [
     ([5, 4, 3, 5], 2),
     ([6, 2, 6], 1),
@@ -197,9 +200,6 @@ DLNS = [
     ([4, 5, 3], 2),
     ([5, 3, 4], 1),
     ([3, 5, 4], 2),
-    pytest.param([5, 3, 5, 4], 1, marks=_UNDER),
-    pytest.param([3, 4, 4, 2], 1, marks=_UNDER),
-    pytest.param([3, 3, 3, 3, 3], 1, marks=_UNDER),
 ]
 
 
@@ -210,6 +210,88 @@ def test_deep_linear_network_matches_aoyagi(widths, rank):
     rel = _report(f"DLN {widths} r={rank}", result, lam)
     assert int(result.num_divergent) == 0
     assert abs(rel) < 0.15
+
+
+# Deep networks (4 and 5 widths) on `dln_potential`, K(w) = ‖W_M⋯W_1 − W₀‖²_F: the
+# population loss of the same regression (x ~ N(0, I)), with the same λ, and no data, so a
+# step is cheap and has no minibatch noise. Why these settings (numbers from
+# `benchmarks/dln_accuracy.py`, which also samples the tempered posterior exactly, by
+# Metropolis-corrected HMC, to separate its own finite-nβ bias from the sampler's):
+# * γ = 3, not 30. A rank-r point of an M-layer network has directions where K grows like
+#   t^(2M); a strong localization cuts them off, and λ̂ is low even with exact sampling:
+#   for [3, 4, 4, 2], [5, 3, 5, 4], [4, 3, 3, 3, 4] the exact nβE[K] is −15%, −20%, −7% at
+#   (nβ, γ) = (1e4, 30) and −6%, −10%, −4% at (300, 3). γ = 1 gains little (−5%, −7%, −4%)
+#   for 3× the burn-in: the flat directions relax in an ε-time ≈ 3/γ.
+# * nβ = 300. At γ = 3, nβ = 1e4 improves the exact values only to −1%, −6%, −3%, for 33×
+#   the steps (ε must shrink like 1/nβ).
+# * ε = h/(M·nβ) with h = 0.05, i.e. ε times the largest eigenvalue 2M·nβ of nβ∇²K(w*) is
+#   0.1: MALA acceptance 0.96-0.98. Halving ε (twice the draws) moves the mean over 4 seeds
+#   by −2.5%, −0.9%, −1.6%, onto the exact values within 0.3-1.6 SE: what is left of the
+#   discretization bias is ≲ +3%, and the cases pass at ε/2 too.
+# * burn-in ε-time 0.8 (the localization alone relaxes the variance by e^(−γ·0.8) ≈ 0.09;
+#   the λ̂ trace is flat after ≈ 0.6), then ε-time 0.4 of draws in 16 chains: 22k steps
+#   (3 layers) and 29k (4 layers), 10-17 s and 15-22 s on the shared 2-core machine.
+_DEEP_NBETA = 300.0
+_DEEP_GAMMA = 3.0
+_DEEP_H = 0.05
+_DEEP_BURNIN_TIME = 0.8
+_DEEP_DRAWS_TIME = 0.4
+
+
+def _dln_potential_llc(
+    widths: list[int],
+    rank: int,
+    *,
+    seed: int = 0,
+    step_factor: float = 1.0,
+    mala: bool = False,
+) -> LLCResult:
+    """SGLD on `dln_potential(widths, rank, seed)` at the settings above; ``step_factor``
+    scales ε (and the number of draws inversely, keeping the ε-time) for the ε check in
+    benchmarks/dln_accuracy.py."""
+    pot = dln_potential(widths, rank, seed)
+    eps = step_factor * _DEEP_H / ((len(widths) - 1) * _DEEP_NBETA)
+    num_burnin = round(_DEEP_BURNIN_TIME / eps)
+    return estimate_llc(
+        pot,
+        nbeta=_DEEP_NBETA,
+        step_size=eps,
+        localization=_DEEP_GAMMA,
+        num_chains=16,
+        num_draws=num_burnin + round(_DEEP_DRAWS_TIME / eps),
+        num_burnin=num_burnin,
+        mala=mala,
+        progress=False,
+        generator=torch.Generator().manual_seed(seed + 1),
+    )
+
+
+_HIGH_MULTIPLICITY = pytest.mark.xfail(
+    run=False,
+    reason="[3,3,3,3,3] r=1: the tempered posterior itself is too low. Exact (HMC) nβE[K] "
+    "is −22% at (nβ, γ) = (300, 3), −15% at (300, 1), −14% at (1e4, 3); SGLD at the settings "
+    "here: −19% (4 seeds). The bias shrinks only slowly with nβ (like 1/log nβ for a "
+    "high-order pole), so no CI-affordable setting reaches 15% honestly. Not run: 20 s for a "
+    "known outcome; benchmarks/dln_accuracy.py reproduces the numbers",
+)
+DEEP_DLNS = [
+    ([3, 4, 4, 2], 1),
+    ([5, 3, 5, 4], 1),
+    ([4, 3, 3, 3, 4], 2),
+    pytest.param([3, 3, 3, 3, 3], 1, marks=_HIGH_MULTIPLICITY),
+]
+
+
+@pytest.mark.parametrize(("widths", "rank"), DEEP_DLNS)
+def test_deep_linear_network_potential_matches_aoyagi(widths, rank):
+    """Within 15% of Aoyagi's λ, and within 3 SE + 10%: the exact tempered posterior at these
+    settings is 4-10% low (finite nβ), and the discretization adds ≲ 3%."""
+    lam = dln_learning_coefficient(widths, rank)
+    result = _dln_potential_llc(widths, rank)
+    rel = _report(f"DLN potential {widths} r={rank}", result, lam)
+    assert int(result.num_divergent) == 0
+    assert abs(rel) < 0.15
+    assert abs(float(result.mean) - lam) < 3 * _standard_error(result) + 0.10 * lam
 
 
 def test_more_singular_point_has_smaller_llc():

@@ -12,7 +12,9 @@ import torch
 
 from tms_slt import theory
 from tms_slt.theory import (
+    dln_anchor,
     dln_learning_coefficient,
+    dln_potential,
     kgon_critical_point,
     kgon_loss,
     kgon_solution,
@@ -219,6 +221,75 @@ def test_quadratic_potential_tempered_mean_is_d_over_2() -> None:
     samples = nbeta * pot(w)
     mean, se = samples.mean().item(), samples.std().item() / math.sqrt(num)
     assert abs(mean - pot.learning_coefficient) < 4 * se
+
+
+@pytest.mark.parametrize(("widths", "rank"), [([3, 4, 4, 2], 1), ([4, 3, 3, 3, 4], 2)])
+def test_dln_anchor_is_rank_r_with_unit_singular_values(widths: list[int], rank: int) -> None:
+    layers = dln_anchor(widths, rank, seed=3)
+    assert [tuple(w.shape) for w in layers] == [(b, a) for a, b in itertools.pairwise(widths)]
+    product = layers[0]
+    for w in layers[1:]:
+        product = w @ product
+    for w in [*layers, product]:  # float32 QR: singular values to 1e-6
+        s = torch.linalg.svdvals(w.double())
+        torch.testing.assert_close(
+            s[:rank], torch.ones(rank, dtype=torch.float64), atol=1e-6, rtol=0
+        )
+        assert bool((s[rank:] < 1e-6).all())
+    with pytest.raises(ValueError, match="exceeds the smallest width"):
+        dln_anchor([3, 1, 3], 2)
+    with pytest.raises(ValueError, match="at least 2 widths"):
+        dln_anchor([3], 1)
+
+
+def test_dln_potential_is_the_population_loss_of_the_network() -> None:
+    """K(w) = E‖(W_M⋯W_1 − W₀)x‖² for x ~ N(0, I): with E[xxᵀ] = I, that is the network's
+    squared error summed over the inputs x = e_1, …, e_{H_1}, computed here by nn layers."""
+    widths, rank, seed = [3, 4, 4, 2], 1, 5
+    pot = dln_potential(widths, rank, seed)
+    assert pot.dim == 3 * 4 + 4 * 4 + 4 * 2
+    assert pot.learning_coefficient == dln_learning_coefficient(widths, rank) == 3.0
+    assert pot.multiplicity is None
+    anchor = dln_anchor(widths, rank, seed)
+    g = torch.Generator().manual_seed(0)
+    w = 0.3 * torch.randn(6, pot.dim, generator=g, dtype=torch.float64)
+    eye = torch.eye(widths[0], dtype=torch.float64)
+    expected = []
+    for row in w:
+        net = torch.nn.Sequential(
+            *[torch.nn.Linear(a, b, bias=False).double() for a, b in itertools.pairwise(widths)]
+        )
+        offset = 0
+        with torch.no_grad():
+            for layer, a in zip(net, anchor, strict=True):
+                size = a.numel()
+                layer.weight.copy_(a.double() + row[offset : offset + size].reshape(a.shape))
+                offset += size
+            true_net = torch.nn.Sequential(
+                *[torch.nn.Linear(a.shape[1], a.shape[0], bias=False).double() for a in anchor]
+            )
+            for layer, a in zip(true_net, anchor, strict=True):
+                layer.weight.copy_(a.double())
+            expected.append(((net(eye) - true_net(eye)) ** 2).sum())
+    torch.testing.assert_close(pot(w), torch.stack(expected))
+    assert pot(torch.zeros(2, 3, pot.dim)).shape == (2, 3)
+    assert float(pot(torch.zeros(pot.dim)).abs()) == 0.0
+    with pytest.raises(ValueError, match="expects w of shape"):
+        pot(torch.zeros(pot.dim + 1))
+
+
+def test_dln_potential_is_singular_with_hessian_top_eigenvalue_2m() -> None:
+    """Rescaling W_1 → 2W_1, W_2 → W_2/2 keeps the product: K = 0 off w = 0 (a singular
+    model). The Hessian at 0 has top eigenvalue 2M, along the joint scaling of all layers
+    (the step-size scale of the DLN tests)."""
+    widths, rank = [3, 4, 4, 2], 1
+    pot = dln_potential(widths, rank)
+    anchor = [a.double() for a in dln_anchor(widths, rank)]
+    shift = torch.cat([anchor[0].flatten(), -0.5 * anchor[1].flatten(), torch.zeros(8)])
+    assert float(pot(shift.double())) < 1e-12
+    hessian = torch.autograd.functional.hessian(pot, torch.zeros(pot.dim, dtype=torch.float64))
+    top = torch.linalg.eigvalsh(hessian)[-1]
+    assert float(top) == pytest.approx(2 * (len(widths) - 1), rel=1e-5)  # float32 anchor
 
 
 @pytest.mark.parametrize("k", [1, 2, 3])

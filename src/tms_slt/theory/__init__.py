@@ -17,7 +17,8 @@ Contents and sources (see ``/work/shared/REFERENCES.md``):
   :func:`sum_of_normal_crossings_learning_coefficient`: monomial potentials (Watanabe
   2009, "Algebraic Geometry and Statistical Learning Theory", the normal-crossing case).
 * :class:`Potential`, :func:`quadratic_potential`, :func:`normal_crossing_potential`,
-  :func:`sum_of_normal_crossings_potential`: test potentials K ≥ 0, K(0) = 0, with known λ.
+  :func:`sum_of_normal_crossings_potential`, :func:`dln_potential` (with its anchor
+  :func:`dln_anchor`): test potentials K ≥ 0, K(0) = 0, with known λ.
 * :func:`tms_population_loss`, :func:`tms_population_loss_torch`, :func:`kgon_solution`,
   :func:`kgon_critical_point`, :func:`kgon_loss`: the exact high-sparsity TMS loss and its
   regular k-gon critical points (Chen, Lau, Mendel, Wei, Murfet 2023, "Dynamical versus
@@ -37,6 +38,8 @@ from tms_slt.theory.coefficients import (
 )
 from tms_slt.theory.potentials import (
     Potential,
+    dln_anchor,
+    dln_potential,
     normal_crossing_potential,
     quadratic_potential,
     sum_of_normal_crossings_potential,
@@ -53,7 +56,9 @@ from tms_slt.theory.tms import (
 __all__ = [
     "KGonSolution",
     "Potential",
+    "dln_anchor",
     "dln_learning_coefficient",
+    "dln_potential",
     "kgon_critical_point",
     "kgon_loss",
     "kgon_solution",
