@@ -220,3 +220,12 @@ def test_missing_compiler_falls_back_to_torch(monkeypatch, tmp_path):
     assert resolve_backend("auto", problem, _kernel(problem)) == "torch"
     with pytest.raises(ValueError, match="no C compiler"):
         resolve_backend("native", problem, _kernel(problem))
+
+
+@needs_compiler
+def test_native_matches_torch_with_per_instance_importance():
+    """Importance (instance, n) broadcast over checkpoints, as a Trajectory may carry it."""
+    W, b = _params(lead=(2, 3))
+    importance = torch.rand(3, 6, generator=torch.Generator().manual_seed(4)) + 0.5
+    eager, fused = _both((W, b), dataset=_data(lead=(3,)), importance=importance, mala=True)
+    _assert_same(eager, fused)

@@ -222,7 +222,8 @@ def estimate_llc(
         backend: how the steps run; all give the same trajectory up to float rounding
             (same generator ⇒ same minibatches and noise). "native": the fused C kernel
             for TMS targets on the CPU in float32 (`sampling.native`; built on first use
-            with the system C compiler, about 100× faster than eager torch); "torch":
+            with the system C compiler; about 10× eager torch here, over 1000× a devinterp
+            loop, see benchmarks/llc_speed.py); "torch":
             batched eager torch, any target and device; "compile": the torch step through
             `torch.compile` (a one-off compile of tens of seconds); "auto" (default):
             "native" where it applies and builds, else "torch".

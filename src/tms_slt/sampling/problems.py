@@ -27,8 +27,8 @@ class TMSInputs:
     """What the fused TMS kernel (`sampling.native`) needs besides the chain state.
 
     data: (*data_lead, N, n) training sets; `data_lead` is a suffix of the anchors'
-    leading shape. importance: (*lead, n) per anchor. anchor: the start params
-    (W (..., chain, m, n), b (..., chain, n)), also the localization centre.
+    leading shape. importance: (*lead, n) per anchor. W (..., chain, m, n) and
+    b (..., chain, n): the chains' start, which is also the localization centre w*.
     """
 
     data: Tensor
@@ -111,6 +111,8 @@ def tms_problem(
         raise ValueError(f"batch_size={batch_size} is larger than the dataset (n={N})")
     with torch.no_grad():
         init_loss = reconstruction_loss(W, b, data, importance, activation)
+    ones = torch.ones(n_features, dtype=W.dtype, device=W.device)
+    anchor_importance = (ones if importance is None else importance).expand(*lead, n_features)
     if importance is not None and importance.ndim > 1:
         importance = importance.unsqueeze(-2)  # per-instance importances: room for the chain dim
     flat = data.reshape(-1, n_features)
@@ -140,13 +142,7 @@ def tms_problem(
         params, event = (W0,), (2,)
     tms = TMSInputs(
         data=data,
-        importance=(
-            torch.ones(n_features, dtype=W.dtype, device=W.device)
-            if importance is None
-            else importance.squeeze(-2)
-            if importance.ndim > 1
-            else importance
-        ).expand(*lead, n_features),
+        importance=anchor_importance,
         activation=activation,
         sample_bias=sample_bias,
         batch_size=batch_size,
