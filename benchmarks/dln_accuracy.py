@@ -146,26 +146,19 @@ def main() -> None:
         "λ̂ ± SE         |  rel.  |  acc. |     s |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
-    if "module" in args.parts:
-        for widths, rank in tests.DLNS:
-            _sgld_row(
-                tests,
-                "module",
-                widths,
-                rank,
-                "nβ=1e4 γ=30 ε=1e-5",
-                lambda w=widths, r=rank: tests._dln_llc(w, r, mala=True),
-            )
-    if "module-deep" in args.parts:
-        for widths, rank in _MODULE_DEEP:
-            _sgld_row(
-                tests,
-                "module",
-                widths,
-                rank,
-                "nβ=1e4 γ=30 ε=1e-5",
-                lambda w=widths, r=rank: tests._dln_llc(w, r, mala=True),
-            )
+    module_cases = [
+        *(tests.DLNS if "module" in args.parts else []),
+        *(_MODULE_DEEP if "module-deep" in args.parts else []),
+    ]
+    for widths, rank in module_cases:
+        _sgld_row(
+            tests,
+            "module",
+            widths,
+            rank,
+            "nβ=1e4 γ=30 ε=1e-5",
+            lambda w=widths, r=rank: tests._dln_llc(w, r, mala=True),
+        )
     for factor, part in ((1.0, "potential"), (0.5, "halved")):
         if part not in args.parts:
             continue

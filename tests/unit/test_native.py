@@ -34,6 +34,19 @@ def _data(n=6, rows=200, lead=(), seed=1):
     return x * (torch.rand(*lead, rows, n, generator=g) < 0.3)  # sparse features
 
 
+def _relu_problem(W, b, data, *, num_chains, batch_size):
+    return problem_for(
+        (W, b),
+        None,
+        data,
+        importance=None,
+        activation="relu",
+        swish_sharpness=1.0,
+        num_chains=num_chains,
+        batch_size=batch_size,
+    )
+
+
 def _both(target, **kw):
     settings = {
         "num_chains": 3,
@@ -118,16 +131,7 @@ def test_native_matches_torch_on_a_trajectory_without_bias_and_keeps_params(tiny
 def test_native_takes_per_chain_coefficients():
     """ε, nβ, γ as tensors over chains (a calibration grid) broadcast per chain."""
     W, b = _params(lead=(2,))
-    problem = problem_for(
-        (W, b),
-        None,
-        _data(),
-        importance=None,
-        activation="relu",
-        swish_sharpness=1.0,
-        num_chains=3,
-        batch_size=20,
-    )
+    problem = _relu_problem(W, b, _data(), num_chains=3, batch_size=20)
     kernel = SGLD(
         problem.loss_and_grad,
         problem.event_ndims,
@@ -159,16 +163,7 @@ def test_anchors_sharing_a_dataset_share_the_minibatch_stream():
     """Common random numbers: the batch has the dataset's leading dims, not the anchors'."""
     W, b = _params(lead=(4, 3))  # (checkpoint, instance), one training set per instance
     data = _data(lead=(3,))
-    problem = problem_for(
-        (W, b),
-        None,
-        data,
-        importance=None,
-        activation="relu",
-        swish_sharpness=1.0,
-        num_chains=2,
-        batch_size=5,
-    )
+    problem = _relu_problem(W, b, data, num_chains=2, batch_size=5)
     batch = problem.sample_batch(torch.Generator().manual_seed(0))
     assert batch.shape == (3, 2, 5, 6)
 
@@ -179,10 +174,7 @@ def _kernel(problem, **kw):
 
 def test_backend_resolution_explains_why_native_cannot_run():
     W, b = _params()
-    common = {"importance": None, "activation": "relu", "swish_sharpness": 1.0}
-    problem = problem_for(
-        (W.double(), b.double()), None, _data().double(), num_chains=2, batch_size=4, **common
-    )
+    problem = _relu_problem(W.double(), b.double(), _data().double(), num_chains=2, batch_size=4)
     with pytest.raises(ValueError, match="float32"):
         resolve_backend("native", problem, _kernel(problem))
     assert resolve_backend("auto", problem, _kernel(problem)) == "torch"
@@ -207,16 +199,7 @@ def test_missing_compiler_falls_back_to_torch(monkeypatch, tmp_path):
         native.load_library(2, 6)
     assert not native.available()
     W, b = _params()
-    problem = problem_for(
-        (W, b),
-        None,
-        _data(),
-        importance=None,
-        activation="relu",
-        swish_sharpness=1.0,
-        num_chains=2,
-        batch_size=4,
-    )
+    problem = _relu_problem(W, b, _data(), num_chains=2, batch_size=4)
     assert resolve_backend("auto", problem, _kernel(problem)) == "torch"
     with pytest.raises(ValueError, match="no C compiler"):
         resolve_backend("native", problem, _kernel(problem))

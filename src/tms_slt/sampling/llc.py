@@ -385,8 +385,18 @@ def sample(
     )
 
 
-def draw_noise(params: Sequence[Tensor], generator: torch.Generator) -> tuple[Tensor, ...]:
-    """Standard normals shaped like `params`, drawn in parameter order from `generator`."""
+def draw_noise(
+    params: Sequence[Tensor],
+    generator: torch.Generator,
+    out: Sequence[Tensor] | None = None,
+) -> tuple[Tensor, ...]:
+    """Standard normals shaped like `params`, drawn in parameter order from `generator`;
+    into `out` (one tensor per parameter, on the generator's device) when given."""
+    if out is not None:
+        return tuple(
+            torch.randn(p.shape, generator=generator, out=o)
+            for p, o in zip(params, out, strict=True)
+        )
     return tuple(
         torch.randn(p.shape, generator=generator, device=generator.device, dtype=p.dtype).to(
             p.device

@@ -248,17 +248,16 @@ def run_tms_chains(
     Raises:
         NativeUnavailableError: no compiler, or `unsupported(tms, kernel)` says why not.
     """
-    from tms_slt.sampling.llc import Traces
+    from tms_slt.sampling.llc import Traces, draw_noise
 
     reason = unsupported(tms, kernel)
     if reason is not None:
         raise NativeUnavailableError(reason)
-    *_, m, n = tms.W.shape
+    *lead, C, m, n = tms.W.shape
     lib = load_library(m, n)
     W = tms.W.detach().clone().contiguous()
     b = tms.b.detach().clone().contiguous()
     W0, b0 = tms.W.detach().contiguous(), tms.b.detach().contiguous()
-    *lead, C, m, n = W.shape
     pair_shape = (*lead, C)
     P = W.numel() // (m * n)
     A = P // C
@@ -290,7 +289,7 @@ def run_tms_chains(
         box=float(kernel.bounding_box or 0.0),
     )
     chunk = keep_params_every or CHUNK_DRAWS
-    idx_shape = (*data.shape[:-2], C, B)
+    sampled = (W, b) if tms.sample_bias else (W,)
 
     def new_buffers() -> tuple[Tensor, Tensor, Tensor]:
         return (
@@ -301,11 +300,9 @@ def run_tms_chains(
 
     def draw(buffers: tuple[Tensor, Tensor, Tensor], steps: int) -> None:
         idx, noise_W, noise_b = buffers
-        for t in range(steps):  # the eager path's order: batch, noise W, noise b
-            torch.randint(N, idx_shape, generator=generator, out=idx[t].view(idx_shape))
-            torch.randn(W.shape, generator=generator, out=noise_W[t])
-            if tms.sample_bias:
-                torch.randn(b.shape, generator=generator, out=noise_b[t])
+        for t in range(steps):  # as `llc.run_chains`: the batch, then the noise
+            tms.draw_indices(generator, out=idx[t].view(tms.index_shape))
+            draw_noise(sampled, generator, out=(noise_W[t], noise_b[t])[: len(sampled)])
 
     def run_shard(
         shard: tuple[int, int, Tensor], spec: _Spec, buffers: tuple[Tensor, Tensor, Tensor]

@@ -39,6 +39,22 @@ class TMSInputs:
     W: Tensor
     b: Tensor
 
+    @property
+    def index_shape(self) -> tuple[int, ...]:
+        """(*data_lead, chain, batch): one minibatch per training set and chain."""
+        return (*self.data.shape[:-2], self.W.shape[-3], self.batch_size)
+
+    def draw_indices(self, generator: torch.Generator, out: Tensor | None = None) -> Tensor:
+        """One step's minibatch row indices, shape `index_shape`, from `generator`: the one
+        place both the torch and the fused path draw them, so they share the stream."""
+        return torch.randint(
+            self.data.shape[-2],
+            self.index_shape,
+            generator=generator,
+            device=generator.device,
+            out=out,
+        )
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -115,17 +131,24 @@ def tms_problem(
     anchor_importance = (ones if importance is None else importance).expand(*lead, n_features)
     if importance is not None and importance.ndim > 1:
         importance = importance.unsqueeze(-2)  # per-instance importances: room for the chain dim
-    flat = data.reshape(-1, n_features)
-    offsets = (torch.arange(flat.shape[0] // N, device=data.device) * N).reshape(*data_lead, 1, 1)
-    idx_shape = (*data_lead, num_chains, batch_size)
-
-    def sample_batch(generator: torch.Generator) -> Tensor:
-        idx = torch.randint(N, idx_shape, generator=generator, device=generator.device)
-        rows = (idx.to(data.device) + offsets).flatten()
-        return flat.index_select(0, rows).view(*idx_shape, n_features)
-
     W0 = add_chain_dim(W, 2, num_chains)
     b0 = add_chain_dim(b, 1, num_chains)
+    tms = TMSInputs(
+        data=data,
+        importance=anchor_importance,
+        activation=activation,
+        sample_bias=sample_bias,
+        batch_size=batch_size,
+        W=W0,
+        b=b0,
+    )
+    flat = data.reshape(-1, n_features)
+    offsets = (torch.arange(flat.shape[0] // N, device=data.device) * N).reshape(*data_lead, 1, 1)
+
+    def sample_batch(generator: torch.Generator) -> Tensor:
+        rows = (tms.draw_indices(generator).to(data.device) + offsets).flatten()
+        return flat.index_select(0, rows).view(*tms.index_shape, n_features)
+
     if sample_bias:
 
         def grad_fn(params: tuple[Tensor, ...], x: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
@@ -140,15 +163,6 @@ def tms_problem(
             return loss, (dW,)
 
         params, event = (W0,), (2,)
-    tms = TMSInputs(
-        data=data,
-        importance=anchor_importance,
-        activation=activation,
-        sample_bias=sample_bias,
-        batch_size=batch_size,
-        W=W0,
-        b=b0,
-    )
     return Problem(params, event, grad_fn, sample_batch, init_loss, N, dims, coords, tms)
 
 
