@@ -23,6 +23,15 @@ from tms_slt.config import ConfigError, ExperimentConfig, load_config
 FIGURE_DPI = 120
 
 
+class SamplingFailedError(RuntimeError):
+    """Every SGLD chain diverged: there is no estimate to report."""
+
+
+def _progress(args: argparse.Namespace) -> bool:
+    """Progress bars unless --quiet, and only on a terminal (no tqdm floods in logs)."""
+    return not args.quiet and sys.stderr.isatty()
+
+
 def _load(args: argparse.Namespace) -> ExperimentConfig:
     config = load_config(args.config) if args.config else ExperimentConfig()
     updates = {}
@@ -67,21 +76,31 @@ def _showcase(tracked: xr.Dataset, instance: int | None = None) -> tuple[int, li
 
 
 def format_table(tracked: xr.Dataset, instance: int, max_rows: int = 12) -> str:
-    """A short text table of step, loss, λ̂ ± std, ‖W‖²_F and k-gon for one instance."""
+    """A short text table for one instance: step, loss, λ̂ ± std over chains, λ of the
+    k-gon where `theory.kgon_llc` knows it, ‖W‖²_F and the k-gon; "?" marks an estimate the
+    diagnostics do not trust (the reasons are in results.nc, `llc_reasons`)."""
     ds = tracked.isel(instance=instance)
     n = ds.sizes["checkpoint"]
     rows = sorted(set(np.linspace(0, n - 1, min(max_rows, n)).round().astype(int).tolist()))
-    lines = [f"{'step':>7} {'loss':>9} {'LLC':>15} {'|W|^2':>7} {'k-gon':>7}"]
+    lines = [
+        f"instance {instance} of {tracked.sizes['instance']}",
+        f"{'step':>7} {'loss':>9} {'LLC λ̂':>17} {'λ (theory)':>10} {'|W|_F^2':>8} {'k-gon':>7}",
+    ]
     for c in rows:
         p = ds.isel(checkpoint=c)
-        llc = (
-            f"{float(p['llc_mean']):7.2f} ± {float(p['llc_std']):5.2f}" if "llc_mean" in p else "-"
-        )
+        llc = "-"
+        if "llc_mean" in p:
+            flag = "" if bool(p.get("llc_reliable", True)) else " ?"
+            llc = f"{float(p['llc_mean']):7.2f} ± {float(p['llc_std']):5.2f}{flag:2}"
+        theory = float(p["llc_theory"]) if "llc_theory" in p else float("nan")
+        theory_text = f"{theory:g}" if np.isfinite(theory) else "-"
         kgon = str(p["kgon"].item()) if "kgon" in p else "-"
         lines.append(
-            f"{int(p['checkpoint']):>7} {float(p['loss']):>9.5f} {llc:>15} "
-            f"{float(p['feature_count']):>7.3f} {kgon:>7}"
+            f"{int(p['checkpoint']):>7} {float(p['loss']):>9.5f} {llc:>17} {theory_text:>10} "
+            f"{float(p['feature_count']):>8.3f} {kgon:>7}"
         )
+    if "llc_reliable" in ds:
+        lines.append("? = unreliable estimate (see llc_reasons in results.nc)")
     return "\n".join(lines)
 
 
@@ -132,21 +151,25 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     if args.instance is not None and not 0 <= args.instance < num:
         raise ConfigError(f"--instance must be in [0, {num}), got {args.instance}")
     out = _out_dir(args, "quickstart")
+    _refuse_existing(out)
     start = time.perf_counter()
-    _, llc, tracked = _train_and_track(config, with_llc=True, progress=not args.quiet)
+    _, llc, tracked = _train_and_track(config, with_llc=True, progress=_progress(args))
+    _stop_if_all_diverged(llc)
     instance, shown = _showcase(tracked, args.instance)
-    save_run(out, tracked, config, command="quickstart", shown_instance=instance)
+    save_run(
+        out, tracked, config, command="quickstart", shown_instance=instance, traces=_traces(llc)
+    )
     figure = _save_figure(plot_quickstart(tracked, instance=instance), out / "quickstart.png")
     print(format_table(tracked, instance))
     print(f"\ntransitions of instance {instance} (confidence >= {SHOWCASE_CONFIDENCE}):")
     print(format_transitions(shown))
     divergent = int(llc.num_divergent.sum())
     if divergent:
-        print(f"warning: {divergent} SGLD chains diverged and were excluded (see results.nc)")
+        print(f"note: {divergent} SGLD chains diverged and were excluded (see results.nc)")
     print(
         f"\ninstance {instance} of {tracked.sizes['instance']}; {time.perf_counter() - start:.1f} s"
     )
-    print(f"wrote {out / 'results.nc'}, {out / 'meta.json'}, {figure}")
+    print(f"wrote {out / 'results.nc'}, {out / 'traces.nc'}, {out / 'meta.json'}, {figure}")
     return 0
 
 
@@ -156,7 +179,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = _load(args)
     out = _out_dir(args, "train")
-    _, _, tracked = _train_and_track(config, with_llc=False, progress=not args.quiet)
+    _refuse_existing(out)
+    _, _, tracked = _train_and_track(config, with_llc=False, progress=_progress(args))
     save_run(out, tracked, config, command="train")
     print(format_table(tracked, _showcase(tracked)[0]))
     print(f"wrote {out / 'results.nc'}")
@@ -181,23 +205,56 @@ def _load_run(args: argparse.Namespace):
 
 
 def cmd_llc(args: argparse.Namespace) -> int:
-    """Estimate the LLC at every checkpoint of a trained run directory."""
-    from tms_slt.io import save_run
+    """Estimate the LLC at every checkpoint of a trained run directory, into a new run
+    directory (default RUN_DIR/llc-<time>) that records the run it came from."""
+    from tms_slt.io import derived_run_dir, save_run
     from tms_slt.sampling.llc import estimate_llc
 
     run, config, trajectory = _load_run(args)
+    out = Path(args.out) if args.out else derived_run_dir(run, "llc")
+    _refuse_existing(out)
     llc = estimate_llc(
         trajectory,
         **dataclasses.asdict(config.llc),
         generator=_generator(config),
-        progress=not args.quiet,
+        progress=_progress(args),
     )
+    _stop_if_all_diverged(llc)
     tracked = _results(trajectory, llc)
-    out = Path(args.out) if args.out else run
-    save_run(out, tracked, config, command="llc")
+    save_run(out, tracked, config, command="llc", source=str(run), traces=_traces(llc))
     print(format_table(tracked, _showcase(tracked)[0]))
-    print(f"wrote {out / 'results.nc'}")
+    print(f"wrote {out / 'results.nc'}, {out / 'traces.nc'}")
     return 0
+
+
+#: Run directories keep at most this many post-burn-in draws per chain in traces.nc.
+TRACE_DRAWS = 500
+
+
+def _traces(llc):
+    return llc.to_inference_data(max_draws=TRACE_DRAWS)
+
+
+def _refuse_existing(out: Path) -> None:
+    """Stop before any work when `out` already holds a run (nothing is overwritten)."""
+    from tms_slt.io import RESULTS_FILE
+
+    if (out / RESULTS_FILE).exists():
+        raise ConfigError(
+            f"{out} already holds results ({RESULTS_FILE}); tms-slt never overwrites a run: "
+            "choose another --out"
+        )
+
+
+def _stop_if_all_diverged(llc) -> None:
+    """Every chain of every anchor diverged: nothing to report, so stop with what to try."""
+    if int((llc.num_divergent < llc.num_chains).sum()) == 0:
+        step = llc.calibration.get("step_size")
+        at = f" (ε = {float(step.max()):.3g})" if step is not None else ""
+        raise SamplingFailedError(
+            f"every SGLD chain diverged{at}: lower llc.step_size (or use 'auto'), "
+            "or raise llc.localization"
+        )
 
 
 def _calibrate_usage_error(message: str) -> int:
@@ -220,8 +277,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         return _calibrate_usage_error(
             "--draws/--chains apply to --benchmark; a run's config sets them ([llc] table)"
         )
-    from tms_slt.io import save_run
-    from tms_slt.sampling.calibrate import calibrate
+    from tms_slt.io import derived_run_dir, save_run
+    from tms_slt.plots import plot_calibration
+    from tms_slt.sampling.calibrate import calibrate_around_auto, format_calibration
 
     run, config, traj = _load_run(args)
     k = -1 if args.checkpoint is None else args.checkpoint
@@ -230,25 +288,24 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             f"--checkpoint must be in [-{len(traj.steps)}, {len(traj.steps)}), got {k}"
         )
     # A one-checkpoint Trajectory keeps the run's bias setting and the dim names.
-    report = calibrate(
+    report = calibrate_around_auto(
         traj.take(k),
         step_sizes=args.step_sizes,
-        nbetas=args.nbetas or ([config.llc.nbeta] if config.llc.nbeta else None),
-        localizations=args.localizations or [config.llc.localization],
+        nbeta=config.llc.nbeta,
+        localizations=args.localizations,
         num_chains=config.llc.num_chains,
-        num_draws=config.llc.num_draws,
-        num_burnin=config.llc.num_burnin,
         batch_size=config.llc.batch_size,
         backend=config.llc.backend,
         generator=_generator(config),
-        progress=not args.quiet,
+        progress=_progress(args),
     )
-    out = Path(args.out) if args.out else run / "calibrate"
-    save_run(out, report, config, command="calibrate", checkpoint=int(traj.steps[k]))
-    table = report[["llc_mean", "mcse", "rhat", "divergent_fraction", "mala_accept"]]
-    print(table.to_dataframe().to_string())
-    print("recommended step_size:", report["recommended_step_size"].to_series().to_dict())
-    print(f"wrote {out / 'results.nc'}")
+    out = Path(args.out) if args.out else derived_run_dir(run, "calibrate")
+    save_run(
+        out, report, config, command="calibrate", checkpoint=int(traj.steps[k]), source=str(run)
+    )
+    figure = _save_figure(plot_calibration(report), out / "calibrate.png")
+    print(format_calibration(report))
+    print(f"wrote {out / 'results.nc'}, {figure}")
     return 0
 
 
@@ -261,6 +318,7 @@ def _calibrate_benchmark(args: argparse.Namespace) -> int:
     from tms_slt.sampling.calibrate import (
         BENCHMARK_LOCALIZATION,
         BENCHMARK_NBETA,
+        BENCHMARK_STEP_SIZES,
         calibrate_known,
         format_benchmark,
     )
@@ -285,11 +343,11 @@ def _calibrate_benchmark(args: argparse.Namespace) -> int:
     if args.draws is not None:
         sizes |= {"num_draws": args.draws, "num_burnin": args.draws // 4}
     report = calibrate_known(
-        step_sizes=args.step_sizes,
+        step_sizes=args.step_sizes or BENCHMARK_STEP_SIZES,
         nbetas=args.nbetas or [BENCHMARK_NBETA],
         localizations=args.localizations or [BENCHMARK_LOCALIZATION],
         generator=None if args.seed is None else torch.Generator().manual_seed(args.seed),
-        progress=not args.quiet,
+        progress=_progress(args),
         **sizes,
     )
     print(format_benchmark(report))
@@ -420,8 +478,7 @@ def _add_calibrate_arguments(p: argparse.ArgumentParser) -> None:
         "--step-sizes",
         type=float,
         nargs="+",
-        default=[1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3],
-        help="grid of ε",
+        help="grid of ε (default: the automatic ε × 1/4 … 4; 1e-5 … 3e-3 with --benchmark)",
     )
     p.add_argument(
         "--nbetas",
@@ -433,7 +490,7 @@ def _add_calibrate_arguments(p: argparse.ArgumentParser) -> None:
         "--localizations",
         type=float,
         nargs="+",
-        help="grid of γ (default: config; 1 with --benchmark)",
+        help="grid of γ (default: the automatic γ × 1/4, 1, 4; 1 with --benchmark)",
     )
     p.add_argument(
         "--draws",
@@ -497,7 +554,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"tms-slt: config error: {err}", file=sys.stderr)
         return 2
-    except (ValueError, RuntimeError) as err:
+    except (ValueError, RuntimeError, OSError) as err:
         print(f"tms-slt {args.command}: {err}", file=sys.stderr)
         return 1
 

@@ -73,14 +73,17 @@ class DataConfig:
     a scalar or one value per feature) and `active_features` (exactly k features
     active per sample, the high-sparsity limit of Chen et al.) is set.
     `n_train` is the size of the fixed training set D_n; 0 means online
-    training with a fresh batch every step.
+    training with a fresh batch every step. The default 30 000 (nβ = n/log n ≈ 2900) puts
+    the LLC of the c = 6 k-gons in its asymptotic regime: their softest curved Hessian
+    directions (h ≈ 0.02–0.06) need nβ·h ≫ 1, and at n = 1000 (nβ·h ≈ 3–9) even the exact
+    tempered posterior is far from λ (see `theory.kgon_llc` and benchmarks/llc_accuracy.py).
     """
 
     n_features: int = 6
     sparsity: float | tuple[float, ...] | None = None
     active_features: int | None = 1
     importance_decay: float = 1.0
-    n_train: int = 1000
+    n_train: int = 30_000
 
     def __post_init__(self) -> None:
         s = "data"
@@ -183,31 +186,36 @@ LLC_BACKENDS = ("auto", "native", "torch", "compile")
 class LLCConfig:
     """Localized, tempered SGLD for the LLC (Lau et al. 2023, arXiv 2308.12108).
 
-    `nbeta` = nβ; None means n / log n with n the number of training samples. `thin`
-    keeps every thin-th draw of the loss trace; `backend` picks how the steps run (see
-    `estimate_llc`).
+    `nbeta` = nβ; None means n / log n with n the number of training samples. `step_size`
+    (ε), `localization` (γ), `num_draws` and `num_burnin` are numbers or "auto" (the
+    default: chosen per anchor from the curvature of L_n, see `estimate_llc`). `thin`
+    keeps every thin-th draw of the loss trace; `backend` picks how the steps run.
     """
 
-    step_size: float = 1e-3
+    step_size: float | str = "auto"
     nbeta: float | None = None
-    localization: float = 100.0
+    localization: float | str = "auto"
     num_chains: int = 4
-    num_draws: int = 500
-    num_burnin: int = 100
+    num_draws: int | str = "auto"
+    num_burnin: int | str = "auto"
     batch_size: int = 100
     thin: int = 1
     backend: str = "auto"
 
     def __post_init__(self) -> None:
         s = "llc"
-        _positive_float(s, "step_size", self.step_size)
+        if self.step_size != "auto":
+            _positive_float(s, "step_size", self.step_size)
         if self.nbeta is not None:
             _positive_float(s, "nbeta", self.nbeta)
-        _nonneg_float(s, "localization", self.localization)
+        if self.localization != "auto":
+            _nonneg_float(s, "localization", self.localization)
         _positive_int(s, "num_chains", self.num_chains)
-        _positive_int(s, "num_draws", self.num_draws)
-        _nonneg_int(s, "num_burnin", self.num_burnin)
-        if self.num_burnin >= self.num_draws:
+        if self.num_draws != "auto":
+            _positive_int(s, "num_draws", self.num_draws)
+        if self.num_burnin != "auto":
+            _nonneg_int(s, "num_burnin", self.num_burnin)
+        if "auto" not in (self.num_draws, self.num_burnin) and self.num_burnin >= self.num_draws:
             _fail(s, "num_burnin", f"smaller than llc.num_draws={self.num_draws}", self.num_burnin)
         _positive_int(s, "batch_size", self.batch_size)
         _positive_int(s, "thin", self.thin)

@@ -26,8 +26,9 @@ def plot_loss_llc(tracked: xr.Dataset, *, instance: int = 0, ax: Axes | None = N
     """Loss (log scale, left) and LLC ± std (right) against optimizer step (log x).
 
     Step 0 is left out of the log axis. LLC estimates flagged unreliable
-    (`llc_reliable` False: negative, drifting or chains disagreeing, i.e. the
-    checkpoint is not near a local minimum) are drawn as open circles.
+    (`llc_reliable` False, reasons in `llc_reasons`: not near a local minimum, biased
+    settings, drifting or imprecise chains) are drawn as open circles, and where `llc_theory`
+    holds the known λ of the configuration (`theory.kgon_llc`) it is drawn dashed.
     """
     fig, ax = _figure_and_axes(ax, figsize=(7, 3.5))
     ds = tracked.isel(instance=instance)
@@ -39,14 +40,7 @@ def plot_loss_llc(tracked: xr.Dataset, *, instance: int = 0, ax: Axes | None = N
     ax.set_xlabel("step")
     ax.set_ylabel("loss", color="C0")
     if "llc_mean" in ds:
-        ax2 = ax.twinx()
-        mean, std = ds["llc_mean"].values, ds["llc_std"].values
-        ax2.plot(step, mean, color="C3", label=r"$\hat\lambda$")
-        reliable = ds["llc_reliable"].values if "llc_reliable" in ds else np.ones_like(mean, bool)
-        ax2.plot(step[reliable], mean[reliable], "o", color="C3", markersize=3)
-        ax2.plot(step[~reliable], mean[~reliable], "o", mfc="none", color="C3", markersize=4)
-        ax2.fill_between(step, mean - std, mean + std, color="C3", alpha=0.2, linewidth=0)
-        ax2.set_ylabel(r"LLC $\hat\lambda$ (open: unreliable)", color="C3")
+        _draw_llc(ax.twinx(), ds, step)
     if "kgon" in ds:
         labels = ds["kgon"].values
         for i in np.flatnonzero(labels[1:] != labels[:-1]) + 1:
@@ -62,6 +56,51 @@ def plot_loss_llc(tracked: xr.Dataset, *, instance: int = 0, ax: Axes | None = N
             )
     ax.set_title(f"instance {ds['instance'].item()}")
     return fig
+
+
+def _draw_llc(ax: Axes, ds: xr.Dataset, step: np.ndarray) -> None:
+    """λ̂ ± std (filled: reliable, open: not), the k-gon's known λ dashed where
+    `llc_theory` has it; the axis spans the reliable estimates and the theory, and estimates
+    below it (far from a minimum, hugely negative) are drawn as open triangles on its floor."""
+    mean, std = ds["llc_mean"].values, ds["llc_std"].values
+    reliable = ds["llc_reliable"].values if "llc_reliable" in ds else np.ones_like(mean, bool)
+    theory = ds["llc_theory"].values if "llc_theory" in ds else np.full_like(mean, np.nan)
+    shown = np.concatenate([mean[reliable & np.isfinite(mean)], theory[np.isfinite(theory)]])
+    if shown.size == 0:
+        shown = mean[np.isfinite(mean)]
+    lo, hi = (min(0.0, shown.min()), shown.max()) if shown.size else (0.0, 1.0)
+    pad = 0.1 * (hi - lo or 1.0)
+    lo, hi = lo - pad, hi + pad
+    ax.set_ylim(lo, hi)
+    ax.plot(step, np.clip(mean, lo, None), color="C3", linewidth=1, label=r"$\hat\lambda$")
+    ax.fill_between(step, mean - std, mean + std, color="C3", alpha=0.2, linewidth=0)
+    inside = mean >= lo
+    ax.plot(step[reliable & inside], mean[reliable & inside], "o", color="C3", markersize=3)
+    ax.plot(
+        step[~reliable & inside],
+        mean[~reliable & inside],
+        "o",
+        mfc="none",
+        color="C3",
+        markersize=4,
+    )
+    below = ~inside & np.isfinite(mean)
+    ax.plot(
+        step[below],
+        np.full(below.sum(), lo),
+        "v",
+        mfc="none",
+        color="C3",
+        markersize=4,
+        clip_on=False,
+        label=r"$\hat\lambda$ below the axis (unreliable)",
+    )
+    if np.isfinite(theory).any():
+        ax.plot(
+            step, theory, "--", color="k", linewidth=1, label=r"$\lambda$ of the k-gon (theory)"
+        )
+        ax.legend(fontsize=7, loc="center right")
+    ax.set_ylabel(r"LLC $\hat\lambda$ (open: unreliable)", color="C3")
 
 
 def plot_columns(W: np.ndarray, *, ax: Axes | None = None, title: str = "") -> Figure:
@@ -239,4 +278,53 @@ def plot_phase_diagram(
     ax.set_xlabel(xdim)
     ax.set_ylabel(ydim)
     ax.legend(fontsize=7, loc="best")
+    return fig
+
+
+def plot_calibration(report: xr.Dataset, *, max_panels: int = 6) -> Figure:
+    """λ̂ ± MCSE against ε (log x), one line per γ, one panel per anchor (at most
+    `max_panels`), from `sampling.calibrate.calibrate_around_auto`; the automatic (ε, γ) is
+    ringed. A flat stretch around it means neither ε nor γ biases the estimate there."""
+    lead = [d for d in report["llc_mean"].dims if d not in ("step_size", "localization")]
+    stacked = report.stack(anchor=lead) if lead else report.expand_dims(anchor=[0])
+    num = min(stacked.sizes["anchor"], max_panels)
+    fig = Figure(figsize=(3.2 * num, 3.0), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, num, sharey=True))
+    eps = report["step_size"].values
+    for a, ax in enumerate(axes):
+        point = stacked.isel(anchor=a)
+        for j, gam in enumerate(report["localization"].values):
+            r = point.sel(localization=gam)
+            ax.errorbar(
+                eps,
+                r["llc_mean"],
+                yerr=r["mcse"],
+                marker="o",
+                markersize=3,
+                capsize=2,
+                color=f"C{j}",
+                label=f"γ = {gam:.3g}",
+            )
+        auto = point.sel(
+            step_size=eps[np.argmin(np.abs(np.log(eps / point["auto_step_size"].item())))]
+        )
+        gam_auto = report["localization"].values[
+            np.argmin(
+                np.abs(np.log(report["localization"].values / point["auto_localization"].item()))
+            )
+        ]
+        ax.plot(
+            auto["step_size"],
+            auto.sel(localization=gam_auto)["llc_mean"],
+            "o",
+            ms=10,
+            mfc="none",
+            color="k",
+            label="automatic",
+        )
+        ax.set_xscale("log")
+        ax.set_xlabel("step size ε")
+        ax.set_title(", ".join(f"{d} {point[d].item()}" for d in lead) or "anchor", fontsize=8)
+    axes[0].set_ylabel(r"$\hat\lambda$ ± MCSE")
+    axes[0].legend(fontsize=7)
     return fig

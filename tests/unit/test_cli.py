@@ -37,10 +37,13 @@ def test_train_then_llc_reproduces_quickstart(tmp_path, tiny_toml):
     assert main(["quickstart", "--config", str(tiny_toml), "--out", str(whole), "--quiet"]) == 0
     assert main(["train", "--config", str(tiny_toml), "--out", str(split), "--quiet"]) == 0
     assert "llc_mean" not in read_dataset(split / "results.nc")
-    assert main(["llc", str(split), "--quiet"]) == 0
-    a, b = read_dataset(whole / "results.nc"), read_dataset(split / "results.nc")
+    trained = (split / "results.nc").read_bytes()
+    assert main(["llc", str(split), "--quiet", "--out", str(tmp_path / "llc")]) == 0
+    assert (split / "results.nc").read_bytes() == trained  # the trained run is untouched
+    a, b = read_dataset(whole / "results.nc"), read_dataset(tmp_path / "llc" / "results.nc")
     assert (a["loss"] == b["loss"]).all()
     assert a["llc_mean"].shape == b["llc_mean"].shape
+    assert json.loads((tmp_path / "llc" / "meta.json").read_text())["source"] == str(split)
 
 
 def test_bad_config_is_one_line_and_exit_2(tmp_path, capsys):
@@ -102,12 +105,16 @@ def test_detect_writes_transitions(trained_run, capsys):
     assert main(["detect", str(trained_run), "--min-confidence", "2"]) == 2
 
 
-def test_calibrate_recommends_a_step_in_the_grid(trained_run, capsys):
+def test_calibrate_shows_the_automatic_choice_in_a_grid(trained_run, tmp_path, capsys):
     grid = ["1e-4", "1e-3"]
-    assert main(["calibrate", str(trained_run), "--quiet", "--step-sizes", *grid]) == 0
-    report = read_dataset(trained_run / "calibrate" / "results.nc")
+    out = tmp_path / "cal"
+    argv = ["calibrate", str(trained_run), "--quiet", "--step-sizes", *grid, "--out", str(out)]
+    assert main(argv) == 0
+    report = read_dataset(out / "results.nc")
     assert sorted(report["step_size"].values.tolist()) == [1e-4, 1e-3]
-    assert "recommended step_size" in capsys.readouterr().out
+    assert "auto_step_size" in report and (out / "calibrate.png").exists()
+    printed = capsys.readouterr().out
+    assert "automatic settings" in printed and "reliable" in printed
     assert main(["calibrate", str(trained_run), "--checkpoint", "99"]) == 2
 
 

@@ -19,7 +19,7 @@ from tms_slt.config import (
 def test_defaults_are_valid_and_chen_et_al():
     c = ExperimentConfig()
     assert (c.data.n_features, c.model.n_hidden, c.data.active_features) == (6, 2, 1)
-    assert c.data.n_train == 1000
+    assert c.data.n_train == 30_000
 
 
 @pytest.mark.parametrize(
@@ -41,7 +41,7 @@ def test_defaults_are_valid_and_chen_et_al():
         (lambda: LLCConfig(nbeta=0.0), "llc.nbeta"),
         (lambda: LLCConfig(num_burnin=600, num_draws=500), "llc.num_burnin"),
         (lambda: ExperimentConfig(model=ModelConfig(n_hidden=6)), "model.n_hidden"),
-        (lambda: ExperimentConfig(llc=LLCConfig(batch_size=5000)), "llc.batch_size"),
+        (lambda: ExperimentConfig(llc=LLCConfig(batch_size=50_000)), "llc.batch_size"),
         (lambda: ExperimentConfig(device="gpu0"), "experiment.device"),
     ],
 )

@@ -45,6 +45,7 @@ _REPORTED = (
     "flat",
     "negative",
     "reliable",
+    "sound",
     "mala_accept",
 )
 
@@ -65,10 +66,11 @@ def _grid(
 
 
 def recommend_step_size(report: xr.Dataset, *, min_acceptance: float | None = None) -> xr.DataArray:
-    """Per (nβ, γ): the largest ε that is `reliable` at every other index (no divergent
-    chain, R-hat ≤ threshold, flat trace, λ̂ ≥ 0) and, if given, whose mean MALA
+    """Per (nβ, γ): the largest ε that is `sound` at every other index (reliable but for
+    the precision, which is the run length's business: no divergent chain, R-hat ≤
+    threshold, flat trace, λ̂ ≥ 0, no predicted bias) and, if given, whose mean MALA
     acceptance is at least `min_acceptance`. NaN where no ε qualifies."""
-    ok = report["reliable"] & (report["divergent_fraction"] == 0)
+    ok = report["sound"] & (report["divergent_fraction"] == 0)
     if min_acceptance is not None:
         if "mala_accept" not in report:
             raise ValueError("min_acceptance needs a report computed with mala=True")
@@ -78,6 +80,42 @@ def recommend_step_size(report: xr.Dataset, *, min_acceptance: float | None = No
         ok = ok.all(other)
     eps = xr.DataArray(report["step_size"].values, dims="step_size", coords=ok["step_size"].coords)
     return eps.where(ok).max("step_size")
+
+
+def _bias_record(
+    problem: Any,
+    settings: list[tuple[float, float, float]],
+    num_burnin: int,
+    num_draws: int,
+    generator: torch.Generator,
+) -> dict[str, Any]:
+    """Per (setting, anchor): the quadratic model's predicted biases and the minimum checks
+    (`sampling.curvature`), so that the diagnostics judge every grid point as they judge an
+    `estimate_llc` result. Empty for a problem without a differentiable loss."""
+    from tms_slt.sampling import curvature
+
+    if problem.loss_fn is None:
+        return {}
+    curv = curvature.probe(problem, generator)
+    lead = curv.h_max.ndim
+    eps, nb, gam = (
+        torch.tensor([s[i] for s in settings], dtype=torch.float64).reshape(-1, *[1] * lead)
+        for i in range(3)
+    )
+    shape = (len(settings), *curv.h_max.shape)
+    bias = curvature.predicted_bias(curv, nb, eps, gam, num_burnin, num_draws)
+    return {
+        "step_size": eps.expand(shape),
+        "localization": gam.expand(shape),
+        "hessian_max": curv.h_max.expand(shape),
+        "hessian_soft": curv.h_soft.expand(shape),
+        "hessian_min": curv.h_min.expand(shape),
+        "num_curved": curv.num_curved.expand(shape),
+        "newton_drop": curv.newton_drop.expand(shape),
+        "newton_shift": curvature.newton_shift(curv, nb).expand(shape),
+        "saddle": curvature.is_saddle(curv).expand(shape),
+        **{f"predicted_bias_{k}": v.expand(shape) for k, v in bias.items()},
+    }
 
 
 def calibrate(
@@ -166,6 +204,7 @@ def calibrate(
     )
     if generator is None:
         generator = torch.Generator(device=problem.params[0].device).manual_seed(0)
+    record = _bias_record(problem, settings, num_burnin, num_draws, generator)
     traces = sample(problem, kernel, num_draws, generator, progress, backend=backend)
 
     def by_setting(t: Tensor) -> Tensor:  # (..., S*K, draw) -> (S, ..., K, draw)
@@ -183,6 +222,7 @@ def calibrate(
         coords=problem.coords,
         num_params=problem.num_params,
         mala_accept=None if traces.mala_accept is None else by_setting(traces.mala_accept),
+        calibration=record,
     )
     diag = result.diagnostics
     diag["llc_std"] = (("setting", *problem.dims), result.std.numpy())
@@ -217,6 +257,7 @@ def calibrate(
 #: nβ = 1000 and γ = 1 keep the localization's pull on λ̂ at γ/(nβ + γ) ≈ 0.1% while the
 #: ε grid still spans converged, biased and divergent regimes.
 BENCHMARK_NBETA = 1000.0
+BENCHMARK_STEP_SIZES = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3)
 BENCHMARK_LOCALIZATION = 1.0
 #: |relative error| below which the recommended ε counts as trustworthy on a known model.
 BENCHMARK_TOLERANCE = 0.1
@@ -383,3 +424,138 @@ def format_benchmark(report: xr.Dataset) -> str:
                     verdicts.append(f"{where}no ε in the grid is stable and flat")
         lines += [*verdicts, ""]
     return "\n".join(lines).rstrip("\n")
+
+
+#: Default grid of `calibrate_around_auto`, as multiples of the automatic ε and γ.
+STEP_FACTORS = (0.25, 0.5, 1.0, 2.0, 4.0)
+LOCALIZATION_FACTORS = (0.25, 1.0, 4.0)
+
+
+def calibrate_around_auto(
+    target: Any,
+    loss_fn: Callable[..., Tensor] | None = None,
+    dataset: Any = None,
+    *,
+    step_sizes: Sequence[float] | None = None,
+    nbeta: float | None = None,
+    localizations: Sequence[float] | None = None,
+    num_chains: int = 4,
+    batch_size: int = 100,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+    backend: str = "auto",
+    **problem_kw: Any,
+) -> xr.Dataset:
+    """The automatic choice of `estimate_llc` and a grid around it, as one batched run.
+
+    ε and γ are chosen as `estimate_llc(step_size="auto", localization="auto")` would
+    (`llc.choose_settings`: the curvature of L_n at w* and pilot runs); the grid is then
+    ε* × STEP_FACTORS by γ* × LOCALIZATION_FACTORS (medians over the anchors) unless given,
+    with the automatic chain length. A flat λ̂ along ε and γ around the automatic point is
+    the evidence that it is neither discretization- nor localization-biased.
+
+    Returns:
+        The `calibrate` report over (step_size, localization, *anchor dims), plus
+        `auto_step_size` and `auto_localization` per anchor (attrs: nβ, the automatic chain
+        length and the median automatic ε, γ).
+    """
+    from tms_slt.sampling.llc import choose_settings
+
+    if generator is None:
+        generator = torch.Generator().manual_seed(0)
+    problem = problem_for(
+        target,
+        loss_fn,
+        dataset,
+        num_chains=num_chains,
+        batch_size=batch_size,
+        importance=problem_kw.get("importance"),
+        activation=problem_kw.get("activation", "relu"),
+        swish_sharpness=problem_kw.get("swish_sharpness", 1.0),
+    )
+    nb = default_nbeta(problem.n) if nbeta is None else nbeta
+    settings, record = choose_settings(
+        problem,
+        nb,
+        step_size="auto",
+        localization="auto",
+        num_draws="auto",
+        num_burnin="auto",
+        generator=generator,
+        backend=backend,
+    )
+    eps0 = float(settings.step_size.median())
+    gam0 = float(settings.localization.median())
+    if step_sizes is None:
+        step_sizes = [eps0 * f for f in STEP_FACTORS]
+    if localizations is None:
+        localizations = [gam0 * f for f in LOCALIZATION_FACTORS]
+    report = calibrate(
+        target,
+        loss_fn,
+        dataset,
+        step_sizes=step_sizes,
+        nbetas=[nb],
+        localizations=localizations,
+        num_chains=num_chains,
+        num_draws=settings.num_draws,
+        num_burnin=settings.num_burnin,
+        batch_size=batch_size,
+        generator=generator,
+        progress=progress,
+        backend=backend,
+        min_acceptance=None,
+        **problem_kw,
+    ).squeeze("nbeta", drop=True)
+    lead = list(problem.dims)
+    report["auto_step_size"] = (
+        lead,
+        settings.step_size.expand(record["hessian_max"].shape).numpy(),
+    )
+    report["auto_localization"] = (
+        lead,
+        settings.localization.expand(record["hessian_max"].shape).numpy(),
+    )
+    report.attrs.update(
+        {
+            "nbeta": float(nb),
+            "num_draws": settings.num_draws,
+            "num_burnin": settings.num_burnin,
+            "auto_step_size_median": eps0,
+            "auto_localization_median": gam0,
+        }
+    )
+    return report
+
+
+def format_calibration(report: xr.Dataset) -> str:
+    """A readable table of a `calibrate_around_auto` report: per anchor, λ̂ ± MCSE, R-hat
+    and MALA acceptance at every (ε, γ), the automatic setting marked."""
+    lead = [d for d in report["llc_mean"].dims if d not in ("step_size", "localization")]
+    eps0 = report.attrs["auto_step_size_median"]
+    gam0 = report.attrs["auto_localization_median"]
+    lines = [
+        f"automatic settings (median over anchors): ε = {eps0:.3g}, γ = {gam0:.3g}, "
+        f"nβ = {report.attrs['nbeta']:.4g}, {report.attrs['num_draws']} draws "
+        f"({report.attrs['num_burnin']} burn-in)",
+    ]
+    stacked = report.stack(anchor=lead) if lead else report.expand_dims(anchor=[0])
+    for a in range(stacked.sizes["anchor"]):
+        point = stacked.isel(anchor=a)
+        where = ", ".join(f"{d} {point[d].item()}" for d in lead)
+        lines += [
+            "",
+            where or "anchor",
+            f"{'ε':>10} {'γ':>8} {'λ̂':>8} {'± MCSE':>7} {'R-hat':>6} {'MALA':>6} {'reliable':>8}",
+        ]
+        for eps in point["step_size"].values:
+            for gam in point["localization"].values:
+                r = point.sel(step_size=eps, localization=gam)
+                mark = "  <- automatic" if np.isclose(eps, eps0) and np.isclose(gam, gam0) else ""
+                lines.append(
+                    f"{eps:>10.3g} {gam:>8.3g} {_fmt(r['llc_mean'], '.3f'):>8} "
+                    f"{_fmt(r['mcse'], '.3f'):>7} {_fmt(r['rhat'], '.3f'):>6} "
+                    f"{_fmt(r['mala_accept'], '.3f') if 'mala_accept' in r else '-':>6} "
+                    f"{'yes' if bool(r['reliable']) else 'no':>8}{mark}"
+                )
+    return "\n".join(lines)

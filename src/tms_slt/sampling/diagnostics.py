@@ -9,11 +9,13 @@ the per-draw λ̂ trace nβ(L_t − L_n(w*)) as in devinterp / Lau et al. 2023
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import arviz as az
 import numpy as np
 import xarray as xr
+
+from tms_slt.sampling.curvature import MAX_NEWTON_SHIFT
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -23,6 +25,18 @@ if TYPE_CHECKING:
 #: R-hat above this marks an estimate unreliable (Vehtari et al. 2021 suggest 1.01
 #: for final inference; SGLD chains of a few hundred draws rarely reach it).
 RHAT_THRESHOLD = 1.1
+
+#: λ̂'s standard error (the larger of MCSE and the chains' spread / √K) must be at most
+#: this fraction of |λ̂|: two standard errors then stay within 10%.
+MAX_RELATIVE_ERROR = 0.05
+
+#: A bias of λ̂ predicted by the quadratic model of the chain (`sampling.curvature`)
+#: beyond this fraction marks the estimate unreliable, naming the bias. The discretization
+#: bound is tighter: on the TMS k-gons the measured ε-bias is about 3× the quadratic
+#: model's (minibatch noise and the ReLU kinks add to it; `tms-slt calibrate` shows it);
+#: the automatic ε (C_STEP = 0.1) predicts ≤ 2.6%.
+MAX_PREDICTED_BIAS = 0.05
+MAX_PREDICTED_DISCRETIZATION = 0.03
 
 #: The trace is "flat" when the means of the two halves of the post-burn-in draws
 #: differ by at most this many standard errors of that difference.
@@ -41,34 +55,49 @@ def _posterior(result: LLCResult) -> xr.Dataset:
     return xr.Dataset({"llc": da.transpose("chain", "draw", *lead)})
 
 
-def to_inference_data(result: LLCResult) -> az.InferenceData:
+def to_inference_data(result: LLCResult, *, max_draws: int | None = None) -> az.InferenceData:
     """Post-burn-in λ̂ draws as the posterior group; raw losses (and MALA acceptance
-    probabilities, when recorded) as sample_stats; L_n(w*) and nβ as constant_data."""
-    posterior = _posterior(result)
+    probabilities, when recorded) as sample_stats, with a `diverging` flag per draw (the
+    chain's, ArviZ's name); L_n(w*), nβ and the sampler's settings as constant_data.
+
+    With `max_draws`, every k-th post-burn-in draw is kept so that at most `max_draws`
+    remain per chain (k in the attrs as `thin`): λ̂ from the kept draws is unbiased, with a
+    somewhat larger Monte Carlo error; this is what run directories store (traces.nc).
+    """
     lead = _lead_dims(result)
-    stats = {
-        "loss": xr.DataArray(
-            result.loss_trace[..., result.num_burnin :].double().numpy(),
-            dims=[*lead, "chain", "draw"],
-            coords=result.coords,
-        ).transpose("chain", "draw", *lead)
-    }
-    if result.mala_accept is not None:
-        stats["mala_accept"] = xr.DataArray(
-            result.mala_accept[..., result.num_burnin :].double().numpy(),
-            dims=[*lead, "chain", "draw"],
-            coords=result.coords,
-        ).transpose("chain", "draw", *lead)
-    constant = xr.Dataset(
-        {
-            "init_loss": xr.DataArray(
-                result.init_loss.double().numpy(), dims=lead, coords=result.coords
-            ),
-            "nbeta": xr.DataArray(result.nbeta_per_index.numpy(), dims=lead, coords=result.coords),
-        }
+    kept = result.num_draws - result.num_burnin
+    step = 1 if max_draws is None or kept <= max_draws else -(-kept // max_draws)
+    window = slice(result.num_burnin, None, step)
+
+    def draws(t: Any) -> xr.DataArray:
+        arr = t[..., window].double().numpy() if hasattr(t, "double") else t
+        return xr.DataArray(arr, dims=[*lead, "chain", "draw"], coords=result.coords).transpose(
+            "chain", "draw", *lead
+        )
+
+    posterior = xr.Dataset({"llc": draws(result.llc_trace)})
+    stats = {"loss": draws(result.loss_trace)}
+    diverging = np.broadcast_to(
+        result.divergent.numpy()[..., None], (*result.divergent.shape, posterior.sizes["draw"])
     )
+    stats["diverging"] = draws(np.ascontiguousarray(diverging))
+    if result.mala_accept is not None:
+        stats["mala_accept"] = draws(result.mala_accept)
+    constant = {
+        "init_loss": xr.DataArray(
+            result.init_loss.double().numpy(), dims=lead, coords=result.coords
+        ),
+        "nbeta": xr.DataArray(result.nbeta_per_index.numpy(), dims=lead, coords=result.coords),
+    }
+    for name in ("step_size", "localization"):
+        if name in result.calibration:
+            values = np.broadcast_to(result.calibration[name].numpy(), result.init_loss.shape)
+            constant[name] = xr.DataArray(values, dims=lead, coords=result.coords)
+    attrs = {"num_burnin": result.num_burnin, "thin": step * result.thin}
     return az.InferenceData(
-        posterior=posterior, sample_stats=xr.Dataset(stats), constant_data=constant
+        posterior=posterior.assign_attrs(attrs),
+        sample_stats=xr.Dataset(stats, attrs=attrs),
+        constant_data=xr.Dataset(constant),
     )
 
 
@@ -77,11 +106,18 @@ def llc_diagnostics(result: LLCResult) -> xr.Dataset:
 
     Divergent chains (non-finite loss or nβ(L_t − L_n(w*)) above the bound, see
     `LLCResult.divergent`) are excluded before R-hat/ESS/MCSE are computed. An
-    estimate is `reliable` when at least two chains survive, R-hat ≤ RHAT_THRESHOLD,
-    λ̂ ≥ 0 (a negative λ̂ means w* is not a local minimum: the chains found lower
-    loss), and the trace is flat: the means of the two halves of the post-burn-in
-    draws differ by at most FLATNESS_Z standard errors (each half's standard error
-    taken as √2 · MCSE of the whole).
+    estimate is `reliable` when every check passes; `reasons` names each that failed:
+
+    * no chain diverged; R-hat ≤ RHAT_THRESHOLD; λ̂ ≥ 0 (a negative λ̂ means w* is not a
+      local minimum: the chains found lower loss); the trace is flat (the means of the two
+      halves of the post-burn-in draws differ by at most FLATNESS_Z standard errors, each
+      half's taken as √2 · MCSE of the whole);
+    * precise: the standard error, max(MCSE, chain spread / √K), is at most
+      MAX_RELATIVE_ERROR of |λ̂| (`sound` is every check but this one);
+    * with the curvature the sampler recorded (`LLCResult.calibration`): no predicted
+      localization or burn-in bias beyond MAX_PREDICTED_BIAS, no discretization bias
+      beyond MAX_PREDICTED_DISCRETIZATION, w* near a local minimum (Newton shift at most
+      MAX_NEWTON_SHIFT of λ) and not a saddle.
     """
     post = _posterior(result)["llc"]
     lead = _lead_dims(result)
@@ -99,19 +135,40 @@ def llc_diagnostics(result: LLCResult) -> xr.Dataset:
     flat = np.abs(drift) <= FLATNESS_Z * drift_se
     surviving = ok.sum("chain")
     mean = clean.mean(("chain", "draw"))
-    reliable = (surviving >= 2) & (rhat <= RHAT_THRESHOLD) & (mean >= 0) & flat
+    per_chain = xr.DataArray(result.per_chain.numpy(), dims=[*lead, "chain"], coords=result.coords)
+    spread_se = per_chain.std("chain", ddof=1) / np.sqrt(surviving.clip(min=1))
+    standard_error = np.maximum(mcse, spread_se.fillna(np.inf))
+    precise = standard_error <= MAX_RELATIVE_ERROR * np.abs(mean)
+    checks = {
+        "all chains diverged": surviving == 0,
+        "divergent chains": (surviving > 0) & (surviving < ok.sizes["chain"]),
+        f"R-hat above {RHAT_THRESHOLD}": ~(rhat <= RHAT_THRESHOLD) & (surviving > 0),
+        "trace not flat (still drifting after burn-in)": ~flat & (surviving > 0),
+        "negative: w* is not a local minimum (the chains found lower loss)": mean < 0,
+        f"imprecise: standard error above {MAX_RELATIVE_ERROR:.0%} of the estimate": ~precise
+        & (surviving > 0),
+        **_calibration_checks(result, lead),
+    }
+    reasons = _reasons(checks, lead, result.coords, mean)
+    reliable = reasons == ""
+    imprecise = next(name for name in checks if name.startswith("imprecise"))
+    sound = _reasons({k: v for k, v in checks.items() if k != imprecise}, lead, result.coords, mean)
+    sound = sound == ""
     out = {
         "llc_mean": mean,
         "rhat": rhat,
         "ess_bulk": ess_bulk,
         "ess_tail": ess_tail,
         "mcse": mcse,
+        "standard_error": standard_error,
         "num_divergent": (~ok).sum("chain"),
         "divergent_fraction": (~ok).mean("chain"),
         "drift": drift,
         "flat": flat,
         "negative": mean < 0,
         "reliable": reliable,
+        "sound": sound,
+        "reasons": reasons,
     }
     if result.mala_accept is not None:
         acc = xr.DataArray(
@@ -121,6 +178,49 @@ def llc_diagnostics(result: LLCResult) -> xr.Dataset:
         )
         out["mala_accept"] = acc.where(ok).mean(("chain", "draw"))
     return xr.Dataset(out)
+
+
+def _calibration_checks(result: LLCResult, lead: list[str]) -> dict[str, xr.DataArray]:
+    """Biases the curvature at w* predicts for the settings used (`LLCResult.calibration`)."""
+    cal = result.calibration
+    if "predicted_bias_localization" not in cal:
+        return {}
+
+    def da(name: str) -> xr.DataArray:
+        return xr.DataArray(
+            np.broadcast_to(cal[name].numpy(), result.init_loss.shape),
+            dims=lead,
+            coords=result.coords,
+        )
+
+    tol = MAX_PREDICTED_BIAS
+    return {
+        f"localization dominates (predicted bias below −{tol:.0%}): lower γ": da(
+            "predicted_bias_localization"
+        )
+        < -tol,
+        f"step size too large (predicted bias above +{MAX_PREDICTED_DISCRETIZATION:.0%}): "
+        "lower ε": da("predicted_bias_discretization") > MAX_PREDICTED_DISCRETIZATION,
+        f"burn-in too short (predicted bias below −{tol:.0%}): more draws": da(
+            "predicted_bias_burnin"
+        )
+        < -tol,
+        "w* is not a local minimum of L_n (a Newton step lowers nβ·L_n by more than "
+        f"{MAX_NEWTON_SHIFT:.0%} of λ)": da("newton_shift") > MAX_NEWTON_SHIFT,
+        "w* is a saddle of L_n (negative Hessian eigenvalue)": da("saddle").astype(bool),
+    }
+
+
+def _reasons(
+    checks: dict[str, xr.DataArray], lead: list[str], coords: dict, like: xr.DataArray
+) -> xr.DataArray:
+    """ "; "-joined names of the failed checks per leading index ("" where none failed)."""
+    out = np.full(like.shape, "", dtype=object)
+    for name, failed in checks.items():
+        mask = np.broadcast_to(np.asarray(failed.transpose(*lead).values, dtype=bool), like.shape)
+        joined = np.where(out == "", name, out + "; " + name)
+        out = np.where(mask, joined, out)
+    return xr.DataArray(out.astype(str), dims=like.dims, coords=like.coords)
 
 
 def plot_llc_trace(result: LLCResult, index: tuple[int, ...] | int = ()) -> Figure:

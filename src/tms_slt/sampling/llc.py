@@ -14,16 +14,17 @@ by about nβ(L_n(w*) − L_n(ŵ)) (negative estimates are flagged, see diagnosti
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from tms_slt.config import LLC_BACKENDS
 from tms_slt.models import TMSParams, get_activation
+from tms_slt.sampling import curvature
+from tms_slt.sampling.chains import Traces, draw_noise, run_chains
 from tms_slt.sampling.problems import Problem, module_problem, potential_problem, tms_problem
 from tms_slt.sampling.result import DIVERGENCE_FACTOR, LLCResult, compute_llc, default_nbeta
 from tms_slt.sampling.sgld import SGLD, Coefficient
@@ -171,12 +172,12 @@ def estimate_llc(
     loss_fn: Callable[..., Tensor] | None = None,
     dataset: Any = None,
     *,
-    step_size: float = 1e-3,
+    step_size: float | Tensor | str = "auto",
     nbeta: float | None = None,
-    localization: float = 100.0,
+    localization: float | Tensor | str = "auto",
     num_chains: int = 4,
-    num_draws: int = 500,
-    num_burnin: int = 100,
+    num_draws: int | str = "auto",
+    num_burnin: int | str = "auto",
     batch_size: int = 100,
     thin: int = 1,
     weight_decay: float = 0.0,
@@ -244,28 +245,19 @@ def estimate_llc(
             larger than the dataset, a model without parameters, a loss that is not a
             scalar per batch), always before sampling starts.
     """
+    auto = _auto_flags(step_size, localization, num_draws, num_burnin)
     check_hyperparameters(
-        step_size=step_size,
+        step_size=1.0 if auto["step_size"] else step_size,
         nbeta=nbeta,
-        localization=localization,
+        localization=0.0 if auto["localization"] else localization,
         num_chains=num_chains,
-        num_draws=num_draws,
-        num_burnin=num_burnin,
+        num_draws=_placeholder_draws(auto, num_draws, num_burnin),
+        num_burnin=0 if auto["num_burnin"] else num_burnin,
         batch_size=batch_size,
     )
     _check_positive_int("thin", thin)
-    kept_burnin = -(-num_burnin // thin)  # ⌈num_burnin / thin⌉ kept draws are burn-in
-    if kept_burnin >= -(-num_draws // thin):
-        raise ValueError(
-            f"thin={thin} keeps no draw after the burn-in ({num_burnin} of {num_draws} draws)"
-        )
     if keep_params_every is not None:
         _check_positive_int("keep_params_every", keep_params_every)
-        if keep_params_every > num_draws:
-            raise ValueError(
-                f"keep_params_every={keep_params_every} exceeds num_draws={num_draws}: "
-                "no draw would be kept"
-            )
     problem = problem_for(
         target,
         loss_fn,
@@ -280,18 +272,42 @@ def estimate_llc(
         if problem.n is None:
             raise ValueError("a Potential has no training set: pass nbeta explicitly")
         nbeta = default_nbeta(problem.n)
+    if generator is None:
+        generator = torch.Generator(device=problem.params[0].device).manual_seed(0)
+    _check_anchor_loss(problem)
+    settings, calibration = choose_settings(
+        problem,
+        nbeta,
+        step_size=step_size,
+        localization=localization,
+        num_draws=num_draws,
+        num_burnin=num_burnin,
+        generator=generator,
+        backend=backend,
+        weight_decay=weight_decay,
+        bounding_box=bounding_box,
+    )
+    num_draws, num_burnin = settings.num_draws, settings.num_burnin
+    kept_burnin = -(-num_burnin // thin)  # ⌈num_burnin / thin⌉ kept draws are burn-in
+    if kept_burnin >= -(-num_draws // thin):
+        raise ValueError(
+            f"thin={thin} keeps no draw after the burn-in ({num_burnin} of {num_draws} draws)"
+        )
+    if keep_params_every is not None and keep_params_every > num_draws:
+        raise ValueError(
+            f"keep_params_every={keep_params_every} exceeds num_draws={num_draws}: "
+            "no draw would be kept"
+        )
     kernel = SGLD(
         problem.loss_and_grad,
         problem.event_ndims,
-        step_size=step_size,
+        step_size=_per_anchor(settings.step_size),
         nbeta=nbeta,
-        localization=localization,
+        localization=_per_anchor(settings.localization),
         weight_decay=weight_decay,
         bounding_box=bounding_box,
         mala=mala,
     )
-    if generator is None:
-        generator = torch.Generator(device=problem.params[0].device).manual_seed(0)
     traces = sample(
         problem,
         kernel,
@@ -314,16 +330,182 @@ def estimate_llc(
         param_trace=traces.params,
         keep_params_every=keep_params_every,
         thin=thin,
+        calibration=calibration,
     )
 
 
-class Traces(NamedTuple):
-    """What `run_chains` records: loss and MALA acceptance each (..., chain, draw);
-    `params`, when kept, one (..., chain, kept_draw, *event) tensor per parameter."""
+def _auto_flags(*values: Any) -> dict[str, bool]:
+    names = ("step_size", "localization", "num_draws", "num_burnin")
+    flags = {}
+    for name, value in zip(names, values, strict=True):
+        if isinstance(value, str):
+            if value != "auto":
+                raise ValueError(f"{name} must be a number or 'auto', got {value!r}")
+            flags[name] = True
+        else:
+            flags[name] = False
+    return flags
 
-    loss: Tensor
-    mala_accept: Tensor | None
-    params: tuple[Tensor, ...] | None = None
+
+def _placeholder_draws(auto: dict[str, bool], num_draws: Any, num_burnin: Any) -> Any:
+    """What `check_hyperparameters` validates num_draws as, while one side is "auto"."""
+    if not auto["num_draws"]:
+        return num_draws
+    if auto["num_burnin"] or not isinstance(num_burnin, int) or isinstance(num_burnin, bool):
+        return 1
+    return max(num_burnin, 0) + 1
+
+
+def _per_anchor(value: Tensor | float) -> Tensor | float:
+    """A per-anchor (...) coefficient with room for the chain dim: (..., 1)."""
+    if isinstance(value, Tensor) and value.ndim:
+        return value.to(torch.float32).unsqueeze(-1)
+    return float(value)
+
+
+def _check_anchor_loss(problem: Problem) -> None:
+    bad = ~torch.isfinite(problem.init_loss)
+    if bool(bad.any()):
+        where = tuple(int(i) for i in bad.nonzero()[0])
+        raise ValueError(
+            f"the loss at the anchor is not finite (at index {where} of {problem.dims}): "
+            "the LLC needs a finite loss at w*; check the parameters and the data"
+        )
+
+
+#: Steps of each pilot run that measures the curvature where the chains go (auto ε). Pilots
+#: repeat (at most MAX_PILOT_ROUNDS) while the ε they propose exceeds PILOT_GROWTH times the
+#: ε they ran at: ε never grows much beyond a value seen to be stable, and near a singular
+#: minimum each pilot reaches further towards the posterior's scale.
+PILOT_STEPS = 200
+MAX_PILOT_ROUNDS = 6
+PILOT_GROWTH = 4.0
+#: The curvature is probed at the end points of this many pilot chains per anchor.
+PILOT_PROBED_CHAINS = 2
+
+
+def _pilot_round(
+    problem: Problem,
+    curv: curvature.Curvature,
+    nbeta: Any,
+    eps: Tensor,
+    gam: Tensor,
+    auto_localization: bool,
+    generator: torch.Generator,
+    backend: str,
+    weight_decay: float,
+    bounding_box: float | None,
+) -> tuple[curvature.Curvature, Tensor, Tensor]:
+    """One pilot: PILOT_STEPS steps at (ε, γ), then the curvature at the chains' ends raises
+    h_max (`curvature.combine`) and the proposed ε, γ follow. Anchors whose pilot diverged
+    get ε/10 proposed."""
+    pilot = SGLD(
+        problem.loss_and_grad,
+        problem.event_ndims,
+        step_size=_per_anchor(eps),
+        nbeta=nbeta,
+        localization=_per_anchor(gam),
+        weight_decay=weight_decay,
+        bounding_box=bounding_box,
+    )
+    traces = sample(
+        problem, pilot, PILOT_STEPS, generator, backend=backend, keep_params_every=PILOT_STEPS
+    )
+    ends = tuple(  # (..., chain ≤ PILOT_PROBED_CHAINS, *event): the chains' last positions
+        p.select(p.ndim - k - 1, 0).narrow(
+            p.ndim - k - 2, 0, min(PILOT_PROBED_CHAINS, p.shape[p.ndim - k - 2])
+        )
+        for p, k in zip(traces.params, problem.event_ndims, strict=True)
+    )
+    finite = torch.ones(curv.h_max.shape, dtype=torch.bool)
+    for e, k in zip(ends, problem.event_ndims, strict=True):
+        finite &= torch.isfinite(e).flatten(e.ndim - k - 1).all(-1).cpu()
+    if not bool(finite.all()):
+        return curv, torch.where(finite, eps, eps / 10), gam
+    curv = curvature.combine(curv, curvature.probe(problem, generator, params=ends, gradient=False))
+    auto = curvature.auto_settings(curv, nbeta)
+    if auto_localization:
+        return curv, auto.step_size, auto.localization
+    nb = torch.as_tensor(nbeta, dtype=torch.float64)
+    return curv, curvature.C_STEP / (nb * curv.h_max.clamp(min=1e-300) + gam), gam
+
+
+def choose_settings(
+    problem: Problem,
+    nbeta: float | Tensor,
+    *,
+    step_size: Any,
+    localization: Any,
+    num_draws: Any,
+    num_burnin: Any,
+    generator: torch.Generator,
+    backend: str = "auto",
+    weight_decay: float = 0.0,
+    bounding_box: float | None = None,
+) -> tuple[curvature.Settings, dict[str, Any]]:
+    """The SGLD settings per anchor, automatic where asked, and the evidence for them.
+
+    The curvature of L_n is probed at every anchor (`curvature.probe`). For an automatic ε
+    a pilot of PILOT_STEPS steps then runs at the anchor-based settings and the curvature is
+    probed again at the chains' end points (`curvature.combine`): near a singular minimum
+    the stiffness grows away from w*. γ, ε and the chain length follow
+    `curvature.auto_settings`; given values are kept. Returns the settings and a record
+    (each entry per anchor, or a string) for `LLCResult.calibration`.
+    """
+    if problem.loss_fn is None:  # nothing to probe: only given settings can run
+        if any(isinstance(v, str) for v in (step_size, localization, num_draws, num_burnin)):
+            raise ValueError("automatic settings need a differentiable loss; pass numbers")
+        return curvature.Settings(
+            torch.as_tensor(step_size), torch.as_tensor(localization), num_burnin, num_draws
+        ), {}
+    curv = curvature.probe(problem, generator)
+    auto = curvature.auto_settings(curv, nbeta)
+    eps = auto.step_size if step_size == "auto" else torch.as_tensor(step_size)
+    gam = auto.localization if localization == "auto" else torch.as_tensor(localization)
+    if step_size == "auto":
+        for _ in range(MAX_PILOT_ROUNDS):
+            tried = eps
+            curv, proposed, gam = _pilot_round(
+                problem,
+                curv,
+                nbeta,
+                eps,
+                gam,
+                localization == "auto",
+                generator,
+                backend,
+                weight_decay,
+                bounding_box,
+            )
+            eps = torch.minimum(proposed, PILOT_GROWTH * tried)
+            if bool((proposed <= PILOT_GROWTH * tried).all()):
+                break
+    draws, burnin = curvature.chain_length(curv, nbeta, eps, gam, num_draws, num_burnin)
+    settings = curvature.Settings(eps, gam, burnin, draws)
+    bias = curvature.predicted_bias(curv, nbeta, eps, gam, burnin, draws)
+    record: dict[str, Any] = {
+        "step_size": torch.as_tensor(eps, dtype=torch.float64).expand(curv.h_max.shape),
+        "localization": torch.as_tensor(gam, dtype=torch.float64).expand(curv.h_max.shape),
+        "hessian_max": curv.h_max,
+        "hessian_soft": curv.h_soft,
+        "hessian_min": curv.h_min,
+        "num_curved": curv.num_curved,
+        "newton_drop": curv.newton_drop,
+        "newton_shift": curvature.newton_shift(curv, nbeta),
+        "saddle": curvature.is_saddle(curv),
+        "grad_norm": curv.grad_norm,
+        **{f"predicted_bias_{k}": v for k, v in bias.items()},
+        "mode": ", ".join(
+            f"{k}={'auto' if isinstance(v, str) else 'given'}"
+            for k, v in (
+                ("step_size", step_size),
+                ("localization", localization),
+                ("num_draws", num_draws),
+                ("num_burnin", num_burnin),
+            )
+        ),
+    }
+    return settings, record
 
 
 BACKENDS = LLC_BACKENDS
@@ -382,75 +564,4 @@ def sample(
         progress,
         compile=chosen == "compile",
         keep_params_every=keep_params_every,
-    )
-
-
-def draw_noise(
-    params: Sequence[Tensor],
-    generator: torch.Generator,
-    out: Sequence[Tensor] | None = None,
-) -> tuple[Tensor, ...]:
-    """Standard normals shaped like `params`, drawn in parameter order from `generator`;
-    into `out` (one tensor per parameter, on the generator's device) when given."""
-    if out is not None:
-        return tuple(
-            torch.randn(p.shape, generator=generator, out=o)
-            for p, o in zip(params, out, strict=True)
-        )
-    return tuple(
-        torch.randn(p.shape, generator=generator, device=generator.device, dtype=p.dtype).to(
-            p.device
-        )
-        for p in params
-    )
-
-
-def run_chains(
-    kernel: SGLD,
-    params: tuple[Tensor, ...],
-    sample_batch: Callable[[torch.Generator], Any],
-    num_draws: int,
-    generator: torch.Generator,
-    progress: bool = False,
-    *,
-    compile: bool = False,
-    keep_params_every: int | None = None,
-) -> Traces:
-    """Run `num_draws` SGLD steps from `params` (also the anchor w*).
-
-    Each step draws the minibatch, then the noise, from `generator`, in that order.
-    With `keep_params_every=k` the parameters after steps k, 2k, … (w_k, w_2k, …, with
-    w_0 = w*) are also returned, stacked along a `kept_draw` dim after the chain dim;
-    the random stream is unchanged, so the loss trace is the same as without.
-    With `compile=True` the tensor part of the step (`SGLD.update`) goes through
-    `torch.compile`; batches and noise are still drawn eagerly, so the random
-    stream, and hence the trace up to float rounding, is the same.
-    """
-    state = kernel.init(params)
-    update = torch.compile(kernel.update, dynamic=False) if compile else kernel.update
-    anchor = state.anchor
-    current = state.params
-    losses: list[Tensor] = []
-    accepts: list[Tensor] = []
-    kept: list[tuple[Tensor, ...]] = []
-    with torch.no_grad():
-        for t in tqdm(range(num_draws), desc="sampling", disable=not progress, mininterval=0.5):
-            batch = sample_batch(generator)
-            noise = draw_noise(current, generator)
-            current, info = update(current, anchor, batch, noise)
-            losses.append(info.loss)
-            if info.mala_accept is not None:
-                accepts.append(info.mala_accept)
-            if keep_params_every is not None and (t + 1) % keep_params_every == 0:
-                kept.append(current)  # `update` returns new tensors: no copy needed
-    params_trace = None
-    if kept:
-        params_trace = tuple(
-            torch.stack([draw[i] for draw in kept], dim=p.ndim - k)
-            for i, (p, k) in enumerate(zip(current, kernel.event_ndims, strict=True))
-        )
-    return Traces(
-        loss=torch.stack(losses, dim=-1),
-        mala_accept=torch.stack(accepts, dim=-1) if accepts else None,
-        params=params_trace,
     )

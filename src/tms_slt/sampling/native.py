@@ -1,6 +1,6 @@
 """The fused C kernel for TMS SGLD (`tms_sgld.c`): build, load, and run chains with it.
 
-`run_tms_chains` is `llc.run_chains` for TMS targets: the same update (localized,
+`run_tms_chains` is `chains.run_chains` for TMS targets: the same update (localized,
 tempered SGLD with the analytic TMS gradient, optional MALA acceptance, weight decay and
 bounding box) and the same random stream (per step: the minibatch indices, then the
 noise for W, then for b, all drawn by torch from the caller's generator), so the traces
@@ -236,19 +236,19 @@ def run_tms_chains(
     keep_params_every: int | None = None,
     num_threads: int | None = None,
 ):
-    """`llc.run_chains` for a TMS problem, on the fused kernel; returns `llc.Traces`.
+    """`chains.run_chains` for a TMS problem, on the fused kernel; returns `chains.Traces`.
 
     Args:
         tms: the problem's `TMSInputs` (`Problem.tms`).
         kernel: supplies ε, nβ, γ (floats or tensors broadcastable to (..., chain)),
             weight decay, bounding box and `mala`; its `loss_and_grad` is not used.
-        num_draws, generator, progress, keep_params_every: as for `llc.run_chains`.
+        num_draws, generator, progress, keep_params_every: as for `chains.run_chains`.
         num_threads: threads (default `torch.get_num_threads()`).
 
     Raises:
         NativeUnavailableError: no compiler, or `unsupported(tms, kernel)` says why not.
     """
-    from tms_slt.sampling.llc import Traces, draw_noise
+    from tms_slt.sampling.chains import Traces, draw_noise
 
     reason = unsupported(tms, kernel)
     if reason is not None:
@@ -300,7 +300,7 @@ def run_tms_chains(
 
     def draw(buffers: tuple[Tensor, Tensor, Tensor], steps: int) -> None:
         idx, noise_W, noise_b = buffers
-        for t in range(steps):  # as `llc.run_chains`: the batch, then the noise
+        for t in range(steps):  # as `chains.run_chains`: the batch, then the noise
             tms.draw_indices(generator, out=idx[t].view(tms.index_shape))
             draw_noise(sampled, generator, out=(noise_W[t], noise_b[t])[: len(sampled)])
 

@@ -69,6 +69,11 @@ class Problem:
     dims: tuple[str, ...]
     coords: dict[str, Any]
     tms: TMSInputs | None = None  # set for TMS targets: enables the fused kernel
+    #: The loss (params, batch) -> (...), differentiable twice (curvature probes), and the
+    #: training set as one batch for a single chain, rows restricted to `rows` when given
+    #: (None for a potential: no data).
+    loss_fn: Callable[[tuple[Tensor, ...], Any], Tensor] | None = None
+    data_batch: Callable[[Tensor | None], Any] | None = None
 
     @property
     def num_params(self) -> int:
@@ -159,11 +164,23 @@ def tms_problem(
     else:
 
         def grad_fn(params: tuple[Tensor, ...], x: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
-            loss, dW, _ = loss_and_grad(params[0], b0, x, importance, activation)
+            # b is not sampled: its chain copies are equal, so one broadcasts to any chain count
+            loss, dW, _ = loss_and_grad(params[0], b0[..., :1, :], x, importance, activation)
             return loss, (dW,)
 
         params, event = (W0,), (2,)
-    return Problem(params, event, grad_fn, sample_batch, init_loss, N, dims, coords, tms)
+
+    def loss_fn(params: tuple[Tensor, ...], x: Tensor) -> Tensor:
+        bias = params[1] if sample_bias else b0[..., :1, :]
+        return reconstruction_loss(params[0], bias, x, importance, activation)
+
+    def data_batch(rows: Tensor | None) -> Tensor:
+        x = data if rows is None else data.index_select(-2, rows.to(data.device))
+        return x.unsqueeze(-3)  # (*data_lead, chain=1, rows, n)
+
+    return Problem(
+        params, event, grad_fn, sample_batch, init_loss, N, dims, coords, tms, loss_fn, data_batch
+    )
 
 
 def as_dataset(dataset: Any) -> tuple[Tensor, ...]:
@@ -224,6 +241,9 @@ def module_problem(
         init_loss = torch.stack(chunks).sum() / N
 
     def batched_loss(params: tuple[Tensor, ...], batch: tuple[Tensor, ...]) -> Tensor:
+        chains = params[0].shape[0]
+        if batch[0].shape[0] != chains:  # one batch (chain dim 1) for every chain
+            batch = tuple(t.expand(chains, *t.shape[1:]) for t in batch)
         return vmap(single_loss)(params, batch)
 
     def sample_batch(generator: torch.Generator) -> tuple[Tensor, ...]:
@@ -234,8 +254,23 @@ def module_problem(
 
     params = tuple(add_chain_dim(v, v.ndim, num_chains) for v in anchor)
     event = tuple(v.ndim for v in anchor)
+
+    def data_batch(rows: Tensor | None) -> tuple[Tensor, ...]:
+        return tuple((t if rows is None else t[rows.to(t.device)]).unsqueeze(0) for t in data)
+
     grad_fn = autograd_loss_and_grad(batched_loss)
-    return Problem(params, event, grad_fn, sample_batch, init_loss, N, (), {})
+    return Problem(
+        params,
+        event,
+        grad_fn,
+        sample_batch,
+        init_loss,
+        N,
+        (),
+        {},
+        loss_fn=batched_loss,
+        data_batch=data_batch,
+    )
 
 
 def potential_problem(potential: Any, anchor: Tensor | None, *, num_chains: int) -> Problem:
@@ -263,4 +298,5 @@ def potential_problem(potential: Any, anchor: Tensor | None, *, num_chains: int)
         n=None,
         dims=tuple(f"dim_{i}" for i in range(len(lead))),
         coords={},
+        loss_fn=loss,
     )

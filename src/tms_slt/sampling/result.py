@@ -56,6 +56,13 @@ class LLCResult:
         keep_params_every: k, the thinning of `param_trace` (None when not recorded).
         thin: draw j of `loss_trace` (and `mala_accept`) is SGLD step j·thin; 1 unless
             `estimate_llc(thin=...)` thinned the traces.
+        calibration: how the sampler was set and the evidence (empty when unknown, e.g.
+            from stored traces): per anchor (...) the `step_size` ε and `localization` γ
+            used, the Hessian's largest, softest-curved and smallest eigenvalues at w*
+            (`hessian_max`, `hessian_soft`, `hessian_min`), `num_curved`, `newton_drop`
+            (how much loss a Newton step would still remove from w*), `grad_norm`, the
+            quadratic model's `predicted_bias_*` of λ̂ (`sampling.curvature.predicted_bias`),
+            and `mode` (which settings were automatic). See `estimate_llc`.
     """
 
     loss_trace: Tensor
@@ -70,6 +77,7 @@ class LLCResult:
     param_trace: tuple[Tensor, ...] | None = None
     keep_params_every: int | None = None
     thin: int = 1
+    calibration: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if isinstance(self.thin, bool) or not isinstance(self.thin, int) or self.thin < 1:
@@ -175,11 +183,12 @@ class LLCResult:
 
         return llc_diagnostics(self)
 
-    def to_inference_data(self) -> arviz.InferenceData:
-        """Post-burn-in λ̂ draws as an ArviZ InferenceData (see sampling.diagnostics)."""
+    def to_inference_data(self, *, max_draws: int | None = None) -> arviz.InferenceData:
+        """Post-burn-in λ̂ draws as an ArviZ InferenceData (see sampling.diagnostics);
+        `max_draws` thins them to at most that many per chain."""
         from tms_slt.sampling.diagnostics import to_inference_data
 
-        return to_inference_data(self)
+        return to_inference_data(self, max_draws=max_draws)
 
     def to_xarray(self) -> xr.Dataset:
         """Everything as one Dataset over the leading dims, `chain` and `draw`.
@@ -209,9 +218,13 @@ class LLCResult:
             for i, p in enumerate(self.param_trace):
                 event = [f"param_{i}_axis_{j}" for j in range(p.ndim - len(lead) - 2)]
                 data[f"param_{i}"] = ([*lead, "chain", "kept_draw", *event], p.double().numpy())
-        return xr.Dataset(
-            data, coords=coords, attrs={"num_burnin": self.num_burnin, "thin": self.thin}
-        )
+        attrs: dict[str, Any] = {"num_burnin": self.num_burnin, "thin": self.thin}
+        for name, value in self.calibration.items():
+            if isinstance(value, Tensor):
+                data[name] = (lead, torch.broadcast_to(value, self.init_loss.shape).numpy())
+            else:
+                attrs[f"calibration_{name}"] = value
+        return xr.Dataset(data, coords=coords, attrs=attrs)
 
 
 def compute_llc(
@@ -227,6 +240,7 @@ def compute_llc(
     param_trace: tuple[Tensor, ...] | None = None,
     keep_params_every: int | None = None,
     thin: int = 1,
+    calibration: dict[str, Any] | None = None,
 ) -> LLCResult:
     """λ̂ = nβ (mean of the post-burn-in losses − L_n(w*)) from stored traces.
 
@@ -244,6 +258,7 @@ def compute_llc(
         param_trace, keep_params_every: optional thinned parameter draws, each
             (..., chain, kept_draw, *event), kept every `keep_params_every` steps.
         thin: the thinning the traces were stored with (draw j = step j·thin).
+        calibration: the sampler's settings and their evidence (`LLCResult.calibration`).
     """
     nb = torch.as_tensor(nbeta)
     if not bool((nb > 0).all()):
@@ -266,4 +281,5 @@ def compute_llc(
         param_trace=None if param_trace is None else tuple(param_trace),
         keep_params_every=keep_params_every,
         thin=thin,
+        calibration=dict(calibration or {}),
     )

@@ -24,9 +24,9 @@ Contents and sources (see ``/work/shared/REFERENCES.md``):
   regular k-gon critical points (Chen, Lau, Mendel, Wei, Murfet 2023, "Dynamical versus
   Bayesian phase transitions in a toy model of superposition", arXiv 2310.06301).
 
-There is deliberately no ``kgon_llc``: the local learning coefficients of the k-gons in
-Chen et al. could not be checked against the paper's text, and guessed numbers have no place
-in a module that tests are held to.
+* :func:`kgon_llc`, :func:`kgon_llc_report`, :func:`kgon_llc_of_label`: the local learning
+  coefficient of a regular k-gon where it is a Morse–Bott minimum of the exact loss,
+  λ = rank(∇²L)/2, derived here (not quoted from the paper) and verified numerically.
 """
 
 from tms_slt.theory.coefficients import (
@@ -45,8 +45,12 @@ from tms_slt.theory.potentials import (
     sum_of_normal_crossings_potential,
 )
 from tms_slt.theory.tms import (
+    KGonLLC,
     KGonSolution,
     kgon_critical_point,
+    kgon_llc,
+    kgon_llc_of_label,
+    kgon_llc_report,
     kgon_loss,
     kgon_solution,
     tms_population_loss,
@@ -54,12 +58,16 @@ from tms_slt.theory.tms import (
 )
 
 __all__ = [
+    "KGonLLC",
     "KGonSolution",
     "Potential",
     "dln_anchor",
     "dln_learning_coefficient",
     "dln_potential",
     "kgon_critical_point",
+    "kgon_llc",
+    "kgon_llc_of_label",
+    "kgon_llc_report",
     "kgon_loss",
     "kgon_solution",
     "normal_crossing_learning_coefficient",

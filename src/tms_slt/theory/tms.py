@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from functools import lru_cache
 from typing import Any
 
@@ -285,3 +286,179 @@ def kgon_loss(k: int, c: int = 6, bias: float | str = "auto", variant: str = "-"
     exactly and each of the c − k others costs E[t²] = 1/3.
     """
     return kgon_solution(k, c, bias, variant).loss
+
+
+@dataclass(frozen=True)
+class KGonLLC:
+    """What :func:`kgon_llc_report` finds at a regular k-gon critical point.
+
+    ``llc`` is λ = rank(∇²L)/2 as an exact fraction where the point is a Morse–Bott minimum,
+    else None with ``reason``. ``eigenvalues`` is the exact-loss Hessian spectrum (ascending),
+    ``index`` the number of negative and ``nullity`` the number of zero eigenvalues.
+    """
+
+    k: int
+    c: int
+    variant: str
+    loss: float
+    grad_norm: float
+    eigenvalues: tuple[float, ...]
+    index: int
+    nullity: int
+    llc: Fraction | None
+    reason: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.k}{self.variant}"
+
+
+#: Eigenvalues within this of zero (relative to the largest) count as null.
+_NULL_TOL = 1e-7
+#: Displacements along a null direction at which the flat family is checked.
+_FLAT_STEPS = (1e-3, 3e-3)
+
+
+def _flat_vector(W: np.ndarray, b: np.ndarray) -> Tensor:
+    return torch.tensor(np.concatenate([W.ravel(), b]), dtype=torch.float64)
+
+
+def _loss_of(x: Tensor, m: int, c: int) -> Tensor:
+    return _population_loss(x[: m * c].reshape(m, c), x[m * c :], torch)
+
+
+def _on_kink(W: np.ndarray, b: np.ndarray) -> bool:
+    """True where some output's pre-activation a·t + b_j has its kink at an end of [0, 1]
+    with a ≠ 0 (the exact loss is C¹ but not C² there: the Hessian argument fails)."""
+    G = W.T @ W
+    for i in range(G.shape[0]):
+        for j in range(G.shape[1]):
+            a, bj = G[i, j], b[j]
+            if abs(a) > 1e-12 and (abs(bj) < 1e-12 or abs(a + bj) < 1e-12):
+                return True
+    return False
+
+
+def _is_flat_family(x: Tensor, direction: Tensor, null_basis: Tensor, m: int, c: int) -> bool:
+    """Is there a curve of critical points with the same loss through x, tangent to
+    `direction`? Minimise the loss over x + s·direction + range(H) (Newton, strongly convex
+    there) for small s and check that the minimum is critical and at the loss of x."""
+    L0 = float(_loss_of(x, m, c))
+    H = torch.autograd.functional.hessian(lambda y: _loss_of(y, m, c), x)
+    ev, vec = torch.linalg.eigh(H)
+    curved = vec[:, ev.abs() > _NULL_TOL * float(ev.abs().max())]
+    for s in _FLAT_STEPS:
+        y = x + s * direction
+        for _ in range(30):
+            y_req = y.clone().requires_grad_(True)
+            (g,) = torch.autograd.grad(_loss_of(y_req, m, c), y_req)
+            Hy = torch.autograd.functional.hessian(lambda z: _loss_of(z, m, c), y)
+            gc = curved.T @ g
+            if float(gc.norm()) < 1e-14:
+                break
+            step = torch.linalg.solve(curved.T @ Hy @ curved, gc)
+            y = y - curved @ step
+        y_req = y.clone().requires_grad_(True)
+        value = _loss_of(y_req, m, c)
+        (g,) = torch.autograd.grad(value, y_req)
+        # Critical and at the same loss, to far better than the O(s²)·h a curved or O(s³)
+        # a cubic direction would give.
+        if abs(value.item() - L0) > 1e-6 * s**2 or float(g.norm()) > 1e-3 * s**2:
+            return False
+    return True
+
+
+@lru_cache(maxsize=256)
+def kgon_llc_report(k: int, c: int = 6, variant: str = "-") -> KGonLLC:
+    """The learning coefficient of the regular k-gon critical point, with the evidence.
+
+    At a Morse–Bott minimum of the exact population loss L (Chen et al. 2023's
+    high-sparsity TMS, m = 2, d = 3c parameters): ∇L = 0, ∇²L ⪰ 0, and the null space of
+    ∇²L is the tangent space of a manifold of minima through the point. There λ is half the
+    rank of the Hessian, (d − dim of the flat set)/2 (Watanabe 2009; a Morse–Bott function
+    is locally a sum of squares of rank(∇²L) coordinates). Checked numerically, in float64:
+
+    1. the gradient vanishes (‖∇L‖ < 1e-9);
+    2. the point is not on a ReLU kink (k ≤ 4 has b* = 0 with the kink at t = 0: L is C¹
+       but not C² there, and the Hessian says nothing about λ);
+    3. no eigenvalue is negative (else a saddle: index > 0);
+    4. every null eigenvector is tangent to a family of critical points at the same loss
+       (`_is_flat_family`: minimise over the curved directions at small displacements).
+
+    Returns:
+        `KGonLLC` with ``llc`` = Fraction(rank, 2), or None and the failed condition.
+    """
+    sol = kgon_solution(k, c, "auto", variant)
+    W, b = kgon_critical_point(k, c, "auto", variant)
+    m = W.shape[0]
+    x = _flat_vector(W, b)
+    x_req = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(_loss_of(x_req, m, c), x_req)
+    H = torch.autograd.functional.hessian(lambda y: _loss_of(y, m, c), x)
+    ev, vec = torch.linalg.eigh(H)
+    tol = _NULL_TOL * float(ev.abs().max())
+    index = int((ev < -tol).sum())
+    null = ev.abs() <= tol
+    nullity = int(null.sum())
+    rank = len(ev) - nullity - index
+
+    def report(llc: Fraction | None, reason: str) -> KGonLLC:
+        return KGonLLC(
+            k=k,
+            c=c,
+            variant=sol.variant,
+            loss=sol.loss,
+            grad_norm=float(g.norm()),
+            eigenvalues=tuple(float(e) for e in ev),
+            index=index,
+            nullity=nullity,
+            llc=llc,
+            reason=reason,
+        )
+
+    if float(g.norm()) > 1e-9:
+        return report(None, f"not a critical point (‖∇L‖ = {float(g.norm()):.1e})")
+    if _on_kink(W, b):
+        return report(None, "on a ReLU kink (b* = 0): L is not C² here")
+    if index:
+        return report(None, f"saddle (index {index})")
+    basis = vec[:, null]
+    for j in range(nullity):
+        if not _is_flat_family(x, basis[:, j], basis, m, c):
+            return report(None, "degenerate, not Morse–Bott (a null direction is not flat)")
+    return report(Fraction(rank, 2), "Morse–Bott minimum: λ = rank(∇²L)/2")
+
+
+def kgon_llc(k: int, c: int = 6, variant: str = "-") -> Fraction | None:
+    """λ of the regular k-gon critical point, where known in closed form; else None.
+
+    λ = rank(∇²L)/2 at a Morse–Bott minimum of the exact population loss (see
+    :func:`kgon_llc_report` for the conditions checked and the reason when None). At c = 6:
+    the 6-gon and 5+ have λ = 17/2 (the rotation of the plane is their only flat
+    direction), 5− has λ = 7 (rotation, the dead column W₆ and its negative bias b₆);
+    the k ≤ 4 gons sit on the ReLU kink (None).
+
+    =====  ======  ======  ======  ======  ======
+    c      k = c   c−1 +   c−1 −   ≤ 4 (any)
+    =====  ======  ======  ======  ======  ======
+    5      7       —       —       None
+    6      17/2    17/2    7       None
+    =====  ======  ======  ======  ======  ======
+
+    The full table for k ≤ c ≤ 8 and every variant is ``paper/tables/kgon_llc.md``
+    (``python experiments/chen2023/kgon_llc_table.py``).
+    """
+    return kgon_llc_report(k, c, variant).llc
+
+
+def kgon_llc_of_label(label: str, c: int = 6) -> Fraction | None:
+    """:func:`kgon_llc` for a `geometry` configuration label such as ``"5+"``, ``"6"`` or
+    ``"4+-"`` (None for labels that are not a k-gon with 2 ≤ k ≤ c, and where unknown)."""
+    digits = "".join(ch for ch in label if ch.isdigit())
+    variant = label[len(digits) :]
+    if not digits or not label.startswith(digits) or any(ch not in "+-" for ch in variant):
+        return None
+    k = int(digits)
+    if not 2 <= k <= c or len(variant) != c - k:
+        return None
+    return kgon_llc(k, c, variant or "-")

@@ -70,8 +70,45 @@ def track(trajectory: Trajectory, llc: LLCResult | None = None) -> xr.Dataset:
         ds["llc_std"] = (dims, llc.std.numpy())
         ds["num_divergent"] = (dims, llc.num_divergent.numpy())
         ds["llc_reliable"] = (dims, _reliable(llc))
+        ds["llc_reasons"] = (dims, llc.diagnostics["reasons"].transpose(*dims).values.astype(str))
         ds.attrs["nbeta"] = llc.nbeta
+    if "kgon" in ds and _is_high_sparsity_tms(trajectory):
+        ds["llc_theory"] = (dims, _kgon_theory(ds, W.shape[-1]))
     return ds
+
+
+#: A configuration counts as the regular k-gon critical point (for `llc_theory`) when its
+#: `geometry` regular_residual is below this.
+REGULAR_RESIDUAL = 0.1
+
+
+def _is_high_sparsity_tms(trajectory: Trajectory) -> bool:
+    """Chen et al. 2023's setting, where `theory.kgon_llc` applies: one active feature,
+    m = 2, ReLU, a sampled bias, unit importance."""
+    config = trajectory.config
+    if config is None:
+        return False
+    imp = trajectory.importance
+    return (
+        config.data.active_features == 1
+        and config.model.n_hidden == 2
+        and config.model.activation == "relu"
+        and config.model.bias
+        and (imp is None or bool((imp == 1).all()))
+    )
+
+
+def _kgon_theory(ds: xr.Dataset, c: int) -> np.ndarray:
+    """λ of `theory.kgon_llc` at checkpoints that sit at a regular k-gon, else NaN."""
+    from tms_slt.theory import kgon_llc_of_label
+
+    labels = ds["kgon"].values
+    regular = ds["regular_residual"].values < REGULAR_RESIDUAL
+    known = {lab: kgon_llc_of_label(str(lab), c) for lab in np.unique(labels)}
+    values = np.vectorize(lambda lab: float(known[lab]) if known[lab] is not None else np.nan)(
+        labels
+    )
+    return np.where(regular, values, np.nan)
 
 
 def eigen_summary(eigenvalues: np.ndarray, rtol: float = EIG_RTOL) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,430 @@
+"""The curvature of L_n at the anchor, and what it implies for the SGLD settings.
+
+A localized, tempered SGLD chain at a minimum w* samples, to second order,
+exp(−½ Σ_i (k_i + γ) v_i²) along the Hessian's eigenvectors v_i, with k_i = nβ h_i
+(h_i the eigenvalues of ∇²L_n(w*)). Three biases of λ̂ = nβ(E[L_n] − L_n(w*)) follow
+from this quadratic model (Lau et al. 2023, arXiv 2308.12108, §4 and appendix):
+
+* localization: direction i contributes ½ k_i / (k_i + γ) instead of ½, so γ must be
+  small against the *softest* curved direction, nβ·h_soft;
+* discretization: the Euler–Maruyama chain's variance is 1/((k+γ)(1 − ε(k+γ)/4)), so
+  ε(k+γ) must be small in the *stiffest* direction, nβ·h_max;
+* burn-in: the variance of direction i relaxes as 1 − exp(−ε(k_i + γ) t), so the burn-in
+  must cover a few times 1/(ε(nβ h_soft + γ)) steps.
+
+`probe` measures the spectrum at every anchor (one batched autograd graph: the exact
+Hessian for d ≤ `FULL_HESSIAN_MAX_PARAMS`, a Lanczos estimate of its extremes above);
+`predicted_bias` evaluates the quadratic model for given settings; `auto_settings` picks
+ε, γ and the burn-in that keep each bias small. Directions with h ≈ 0 (symmetries, the
+flat set of a Morse–Bott minimum, singular directions) are excluded from h_soft: a flat
+direction adds nothing to λ̂ whatever γ is, and the curvature of a singular direction at
+the posterior's scale is measured by probing again at the end of a pilot run.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from tms_slt.sampling.problems import Problem
+
+#: At most this many rows of the training set enter the Hessian (a random subset).
+HESSIAN_ROWS = 1024
+#: Up to this many parameters the Hessian is computed exactly (d backward passes).
+FULL_HESSIAN_MAX_PARAMS = 256
+#: Lanczos steps for larger models.
+LANCZOS_STEPS = 64
+#: Eigenvalues below this fraction of the largest count as null (flat or singular). Not much
+#: lower: away from an exact critical point a symmetry direction (the rotation of a TMS)
+#: has curvature of order ‖∇L‖·‖w‖ ≈ 1e-3 of the largest at a trained checkpoint.
+NULL_FRACTION = 5e-3
+#: Rows per chunk when the gradient is taken over the whole training set.
+GRADIENT_CHUNK = 8192
+
+
+@dataclass(frozen=True)
+class Curvature:
+    """The Hessian spectrum and gradient of L_n at each anchor (leading shape `...`).
+
+    eigenvalues: (..., d') ascending (d' = d for the exact Hessian, else Lanczos Ritz values).
+    grad_norm: (...) ‖∇L_n(w*)‖ over the whole training set (0 for a potential at w* = 0).
+    newton_drop: (...) ½ gᵀ H⁺ g over the directions with h > null threshold: the loss a
+        Newton step would still remove, i.e. how far w* is from the minimum of its basin.
+    pilot_h_max: (...) the largest eigenvalue seen at a pilot's chain positions, or None.
+    """
+
+    eigenvalues: Tensor
+    grad_norm: Tensor
+    newton_drop: Tensor
+    pilot_h_max: Tensor | None = None
+
+    @property
+    def h_max(self) -> Tensor:
+        """(...) the largest Hessian eigenvalue at w*, or where a pilot's chains went if
+        larger (0 where the Hessian vanishes)."""
+        top = self.eigenvalues[..., -1].clamp(min=0.0)
+        return top if self.pilot_h_max is None else torch.maximum(top, self.pilot_h_max)
+
+    @property
+    def null_threshold(self) -> Tensor:
+        return NULL_FRACTION * self.h_max
+
+    @property
+    def h_soft(self) -> Tensor:
+        """(...) the smallest eigenvalue above the null threshold (h_max if none)."""
+        ev = self.eigenvalues
+        curved = ev > self.null_threshold[..., None]
+        return (
+            torch.where(curved, ev, torch.full_like(ev, math.inf)).amin(-1).nan_to_num(posinf=0.0)
+        )
+
+    @property
+    def h_min(self) -> Tensor:
+        """(...) the smallest eigenvalue; clearly negative means w* is a saddle."""
+        return self.eigenvalues[..., 0]
+
+    @property
+    def num_curved(self) -> Tensor:
+        """(...) how many eigenvalues lie above the null threshold."""
+        return (self.eigenvalues > self.null_threshold[..., None]).sum(-1)
+
+
+def _anchor(problem: Problem, dtype: torch.dtype | None) -> tuple[Tensor, ...]:
+    """The anchor w* with a chain dim of 1, detached (optionally cast)."""
+    out = []
+    for p, k in zip(problem.params, problem.event_ndims, strict=True):
+        a = p.narrow(p.ndim - k - 1, 0, 1).detach()
+        out.append(a if dtype is None else a.to(dtype))
+    return tuple(out)
+
+
+def _flatten(tensors: tuple[Tensor, ...], event_ndims: tuple[int, ...]) -> Tensor:
+    """(..., *event) per tensor -> (..., d)."""
+    return torch.cat(
+        [t.reshape(*t.shape[: t.ndim - k], -1) for t, k in zip(tensors, event_ndims, strict=True)],
+        dim=-1,
+    )
+
+
+def _cast_batch(batch: Any, dtype: torch.dtype | None) -> Any:
+    if dtype is None or batch is None:
+        return batch
+    if isinstance(batch, Tensor):
+        return batch.to(dtype) if batch.is_floating_point() else batch
+    return tuple(_cast_batch(t, dtype) for t in batch)
+
+
+def _probe_dtype(problem: Problem) -> torch.dtype | None:
+    # TMS and potentials are plain functions of their parameters: float64 costs little and
+    # resolves eigenvalues 1e-3 of the largest. A module keeps its own dtype.
+    return torch.float64 if problem.tms is not None or problem.data_batch is None else None
+
+
+def full_gradient(problem: Problem, params: tuple[Tensor, ...], dtype: Any) -> Tensor:
+    """(..., d) ∇L_n at `params` (chain dim 1) over the whole training set, in row chunks,
+    by the problem's own gradient (analytic for TMS)."""
+    if problem.data_batch is None:
+        batches, weights = [None], [1.0]
+    else:
+        n = problem.n
+        starts = range(0, n, GRADIENT_CHUNK)
+        batches = [problem.data_batch(torch.arange(s, min(s + GRADIENT_CHUNK, n))) for s in starts]
+        weights = [min(GRADIENT_CHUNK, n - s) / n for s in starts]
+    total = None
+    for batch, w in zip(batches, weights, strict=True):
+        _, grads = problem.loss_and_grad(params, _cast_batch(batch, dtype))
+        g = w * _flatten(grads, problem.event_ndims)
+        total = g if total is None else total + g
+    return total
+
+
+def _hessian(problem: Problem, params: tuple[Tensor, ...], batch: Any) -> Tensor:
+    """(..., d, d) the exact Hessian of the batch loss at every anchor: one graph, d rows."""
+    leaves = tuple(p.detach().requires_grad_(True) for p in params)
+    with torch.enable_grad():
+        loss = problem.loss_fn(leaves, batch)
+        grads = torch.autograd.grad(loss.sum(), leaves, create_graph=True)
+        g = _flatten(grads, problem.event_ndims)
+        rows = []
+        for i in range(g.shape[-1]):
+            gi = g[..., i]
+            if not gi.requires_grad:  # the loss is linear in this direction everywhere
+                rows.append(torch.zeros_like(g))
+                continue
+            r = torch.autograd.grad(gi.sum(), leaves, retain_graph=True, allow_unused=True)
+            r = tuple(
+                torch.zeros_like(p) if x is None else x for x, p in zip(r, leaves, strict=True)
+            )
+            rows.append(_flatten(r, problem.event_ndims))
+    H = torch.stack(rows, dim=-2).detach()
+    return 0.5 * (H + H.transpose(-1, -2))
+
+
+def _lanczos(
+    problem: Problem, params: tuple[Tensor, ...], batch: Any, generator: torch.Generator
+) -> Tensor:
+    """(..., LANCZOS_STEPS) Ritz values of the batch-loss Hessian (full reorthogonalization)."""
+    leaves = tuple(p.detach().requires_grad_(True) for p in params)
+    shapes = [p.shape for p in leaves]
+    with torch.enable_grad():
+        loss = problem.loss_fn(leaves, batch)
+        grads = torch.autograd.grad(loss.sum(), leaves, create_graph=True)
+    g = _flatten(grads, problem.event_ndims)
+    d = g.shape[-1]
+    m = min(LANCZOS_STEPS, d)
+
+    def hvp(v: Tensor) -> Tensor:
+        with torch.enable_grad():
+            out = torch.autograd.grad((g * v).sum(), leaves, retain_graph=True, allow_unused=True)
+        out = tuple(
+            torch.zeros(s, dtype=g.dtype, device=g.device) if x is None else x
+            for x, s in zip(out, shapes, strict=True)
+        )
+        return _flatten(out, problem.event_ndims).detach()
+
+    q = torch.randn(g.shape, generator=generator, dtype=g.dtype, device=generator.device)
+    q = (q / q.norm(dim=-1, keepdim=True)).to(g.device)
+    Q = [q]
+    alphas, betas = [], []
+    for j in range(m):
+        w = hvp(Q[-1])
+        alpha = (w * Q[-1]).sum(-1, keepdim=True)
+        basis = torch.stack(Q, dim=-2)  # (..., j+1, d)
+        for _ in range(2):  # full reorthogonalization, twice is enough
+            w = w - ((basis @ w.unsqueeze(-1)) * basis).sum(-2)
+        beta = w.norm(dim=-1, keepdim=True)
+        alphas.append(alpha)
+        if j < m - 1:
+            betas.append(beta)
+            Q.append(w / beta.clamp(min=1e-30))
+    T = torch.diag_embed(torch.cat(alphas, -1))
+    if betas:
+        off = torch.cat(betas, -1)
+        T = T + torch.diag_embed(off, 1) + torch.diag_embed(off, -1)
+    return torch.linalg.eigvalsh(T)
+
+
+def probe(
+    problem: Problem,
+    generator: torch.Generator,
+    params: tuple[Tensor, ...] | None = None,
+    *,
+    gradient: bool = True,
+) -> Curvature:
+    """The Hessian spectrum of L_n (on ≤ HESSIAN_ROWS random rows) and the full-data
+    gradient at every anchor (leading shape (...)), or at `params` (each (..., chain,
+    *event), e.g. the chains' positions; leading shape (..., chain)). Without `gradient`
+    the full-data gradient is skipped (grad_norm and newton_drop are then 0)."""
+    if problem.loss_fn is None:
+        raise ValueError("this problem has no differentiable loss to probe")
+    dtype = _probe_dtype(problem)
+    at = (
+        _anchor(problem, dtype)
+        if params is None
+        else tuple(p.detach() if dtype is None else p.detach().to(dtype) for p in params)
+    )
+    batch = None
+    if problem.data_batch is not None:
+        n = problem.n
+        rows = None
+        if n > HESSIAN_ROWS:
+            rows = torch.randperm(n, generator=generator, device=generator.device)[:HESSIAN_ROWS]
+        batch = _cast_batch(problem.data_batch(rows), dtype)
+    d = sum(math.prod(p.shape[p.ndim - k :]) for p, k in zip(at, problem.event_ndims, strict=True))
+    if d <= FULL_HESSIAN_MAX_PARAMS:
+        H = _hessian(problem, at, batch)
+        eigenvalues, vectors = torch.linalg.eigh(H)
+    else:
+        eigenvalues, vectors = _lanczos(problem, at, batch, generator), None
+    if gradient:
+        g = full_gradient(problem, at, dtype)
+    else:  # only the spectrum is wanted (a pilot's chain positions)
+        g = torch.zeros(*eigenvalues.shape[:-1], d, dtype=eigenvalues.dtype)
+    threshold = NULL_FRACTION * eigenvalues[..., -1:].clamp(min=0.0)
+    if vectors is not None:
+        coeff = (vectors.transpose(-1, -2) @ g.unsqueeze(-1)).squeeze(-1)
+        curved = eigenvalues > threshold
+        safe = torch.where(curved, eigenvalues, torch.ones_like(eigenvalues))
+        newton = 0.5 * torch.where(curved, coeff**2 / safe, torch.zeros_like(coeff)).sum(-1)
+    else:
+        h_soft = torch.where(eigenvalues > threshold, eigenvalues, math.inf).amin(-1)
+        newton = 0.5 * (g**2).sum(-1) / h_soft.clamp(min=1e-30)  # an upper bound
+    out = Curvature(
+        eigenvalues=eigenvalues.double().cpu(),
+        grad_norm=g.norm(dim=-1).double().cpu(),
+        newton_drop=newton.double().cpu(),
+    )
+    if params is not None:
+        return out
+    return Curvature(  # drop the anchor's chain dim of 1
+        out.eigenvalues.squeeze(-2), out.grad_norm.squeeze(-1), out.newton_drop.squeeze(-1)
+    )
+
+
+def combine(anchor: Curvature, pilot: Curvature) -> Curvature:
+    """The anchor's spectrum with h_max raised to the largest seen at the pilot's chain
+    positions (`pilot` leading shape (..., chain)): curvature grows away from a singular
+    minimum, and ε must be stable where the chains go."""
+    pilot_max = pilot.eigenvalues[..., -1].amax(-1).clamp(min=0.0)
+    if anchor.pilot_h_max is not None:
+        pilot_max = torch.maximum(pilot_max, anchor.pilot_h_max)
+    return Curvature(anchor.eigenvalues, anchor.grad_norm, anchor.newton_drop, pilot_max)
+
+
+#: γ = C_LOCALIZATION · nβ · h_soft: the softest curved direction keeps k/(k+γ) ≥ 95%.
+C_LOCALIZATION = 0.05
+#: ... and at most C_SINGULAR · √(nβ h_max): a direction where L_n grows like h_max·t⁴
+#: has posterior width t ≈ (nβ h_max)^(−1/4), and γt² ≪ 1 keeps the localization off it.
+C_SINGULAR = 0.1
+#: ε = C_STEP / (nβ h_max + γ): the stiffest direction's variance is inflated by ≤ 2.6%.
+C_STEP = 0.1
+#: Burn-in and post-burn-in draws, in units of the slowest relaxation time (`slowest_rate`).
+BURNIN_TAUS = 2.0
+SAMPLE_TAUS = 16.0
+#: Bounds on the automatic number of draws (burn-in included).
+MIN_DRAWS, MAX_DRAWS = 500, 20_000
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Per-anchor SGLD settings (each (...)) and a common chain length."""
+
+    step_size: Tensor
+    localization: Tensor
+    num_burnin: int
+    num_draws: int
+
+
+def predicted_bias(
+    curvature: Curvature,
+    nbeta: Tensor | float,
+    step_size: Tensor | float,
+    localization: Tensor | float,
+    num_burnin: int,
+    num_draws: int,
+) -> dict[str, Tensor]:
+    """Relative bias of λ̂ in the quadratic model of the chain, per anchor (...).
+
+    Over the curved directions (k_i = nβ h_i above the null threshold), with γ, ε, burn-in B
+    and T draws, λ̂ → ½ Σ_i k_i · v_i where v_i = 1/((k_i+γ)(1 − ε(k_i+γ)/4)) · r_i and
+    r_i = 1 − mean_{B≤t<T} exp(−ε(k_i+γ)t) (the variance relaxing from 0 at the anchor);
+    the truth in this model is ½ · (number of curved directions). Returns "localization",
+    "discretization", "burnin" (each with the other two biases off) and "total".
+    """
+    ev = curvature.eigenvalues
+    curved = ev > curvature.null_threshold[..., None]
+    nb = torch.as_tensor(nbeta, dtype=torch.float64)[..., None]
+    eps = torch.as_tensor(step_size, dtype=torch.float64)[..., None]
+    gam = torch.as_tensor(localization, dtype=torch.float64)[..., None]
+    k = nb * ev.clamp(min=0.0)
+    a = eps * (k + gam)
+    loc = k / (k + gam).clamp(min=1e-300)
+    disc = 1.0 / (1.0 - a / 4).clamp(min=1e-6)
+    span = max(num_draws - num_burnin, 1)
+    decay = (torch.exp(-a * num_burnin) - torch.exp(-a * num_draws)) / (a * span).clamp(min=1e-300)
+    relax = 1.0 - decay.clamp(max=1.0)
+    n_curved = curved.sum(-1).clamp(min=1)
+
+    def rel(factor: Tensor) -> Tensor:  # 0 where no direction is curved: nothing to model
+        mean = torch.where(curved, factor, torch.zeros_like(factor)).sum(-1) / n_curved
+        return torch.where(curved.any(-1), mean - 1.0, torch.zeros_like(mean))
+
+    k_plain = k / (k + gam).clamp(min=1e-300)  # with γ: the localized variance is 1/(k+γ)
+    return {
+        "localization": rel(loc),
+        "discretization": rel(disc),
+        "burnin": rel(relax),
+        "total": rel(k_plain * disc * relax),
+    }
+
+
+def auto_settings(curvature: Curvature, nbeta: Tensor | float) -> Settings:
+    """γ, ε per anchor and the chain length from the Hessian spectrum (see the module doc).
+
+    γ = min(C_LOCALIZATION · nβ h_soft, C_SINGULAR · √(nβ h_max)),
+    ε = C_STEP / (nβ h_max + γ), and `chain_length`. Anchors with a vanishing Hessian
+    (h_max = 0) get ε from a unit curvature; `estimate_llc` probes them again after a pilot.
+    """
+    nb = torch.as_tensor(nbeta, dtype=torch.float64)
+    h_max = curvature.h_max
+    h_soft = curvature.h_soft
+    flat = h_max <= 0
+    h_max = torch.where(flat, torch.ones_like(h_max), h_max)
+    h_soft = torch.where(flat | (h_soft <= 0), h_max, h_soft)
+    gamma = torch.minimum(C_LOCALIZATION * nb * h_soft, C_SINGULAR * (nb * h_max).sqrt())
+    eps = C_STEP / (nb * h_max + gamma)
+    draws, burnin = chain_length(curvature, nbeta, eps, gamma, "auto", "auto")
+    return Settings(step_size=eps, localization=gamma, num_burnin=burnin, num_draws=draws)
+
+
+def slowest_rate(curvature: Curvature, nbeta: Any, step_size: Any, localization: Any) -> Tensor:
+    """(...) the slowest relaxation rate per step, ε·(k_slow + γ), of the directions that
+    count: the softest curved one, k = nβ h_soft, and, where the Hessian has null
+    directions that may be singular rather than flat, a quartic one at its posterior scale,
+    k ≈ √(nβ h_max)."""
+    nb = torch.as_tensor(nbeta, dtype=torch.float64)
+    h_max = curvature.h_max.clamp(min=1e-300)
+    soft = torch.where(curvature.h_soft > 0, curvature.h_soft, h_max)
+    k = nb * soft
+    has_null = curvature.num_curved < curvature.eigenvalues.shape[-1]
+    k = torch.where(has_null, torch.minimum(k, (nb * h_max).sqrt()), k)
+    eps = torch.as_tensor(step_size, dtype=torch.float64)
+    return eps * (k + torch.as_tensor(localization, dtype=torch.float64))
+
+
+#: w* counts as near a minimum when a Newton step would lower nβ·L_n by at most this
+#: fraction of the quadratic model's λ (½ × the number of curved directions; the same bound
+#: as `diagnostics.MAX_NEWTON_SHIFT`) and no Hessian eigenvalue is below
+#: −SADDLE_FRACTION × the largest.
+MAX_NEWTON_SHIFT = 0.05
+SADDLE_FRACTION = 1e-2
+
+
+def newton_shift(curvature: Curvature, nbeta: Any) -> Tensor:
+    """(...) nβ·(L_n(w*) − L_n after a Newton step) / (½ · curved directions): the fraction of
+    λ by which λ̂ is shifted because w* is not at the bottom of its basin."""
+    nb = torch.as_tensor(nbeta, dtype=torch.float64)
+    return nb * curvature.newton_drop / (0.5 * curvature.num_curved.clamp(min=1))
+
+
+def is_saddle(curvature: Curvature) -> Tensor:
+    """(...) a clearly negative Hessian eigenvalue at w*."""
+    return curvature.h_min < -SADDLE_FRACTION * curvature.eigenvalues[..., -1].clamp(min=0.0)
+
+
+def near_minimum(curvature: Curvature, nbeta: Any) -> Tensor:
+    """(...) w* passes both the Newton-shift and the saddle check."""
+    return (newton_shift(curvature, nbeta) <= MAX_NEWTON_SHIFT) & ~is_saddle(curvature)
+
+
+def chain_length(
+    curvature: Curvature,
+    nbeta: Any,
+    step_size: Any,
+    localization: Any,
+    num_draws: Any,
+    num_burnin: Any,
+) -> tuple[int, int]:
+    """(draws, burn-in): the given values, or BURNIN_TAUS and then SAMPLE_TAUS relaxation
+    times 1/`slowest_rate` of the slowest anchor (draws within MIN_DRAWS..MAX_DRAWS)."""
+    rate = slowest_rate(curvature, nbeta, step_size, localization)
+    near = near_minimum(curvature, nbeta)
+    if bool(near.any()):  # λ̂ is meaningless elsewhere: let those not set the length
+        rate = rate[near]
+    slowest = float((1.0 / rate).max()) if rate.numel() else 1.0
+    if not math.isfinite(slowest):
+        slowest = float(MAX_DRAWS)
+    burnin = math.ceil(BURNIN_TAUS * slowest)
+    if num_draws == "auto":
+        draws = burnin + math.ceil(SAMPLE_TAUS * slowest)
+        draws = min(max(draws, MIN_DRAWS), MAX_DRAWS)
+        if num_burnin != "auto":
+            draws = max(draws, num_burnin + MIN_DRAWS // 2)
+    else:
+        draws = num_draws
+    burnin = min(burnin, draws // 2) if num_burnin == "auto" else num_burnin
+    return draws, burnin
