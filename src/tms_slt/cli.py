@@ -33,13 +33,30 @@ def _progress(args: argparse.Namespace) -> bool:
 
 
 def _load(args: argparse.Namespace) -> ExperimentConfig:
+    """The config: --config (or the default), then --set KEY=VALUE overrides, then --seed and
+    --device; validated, with a device this machine has."""
+    from tms_slt.config import parse_override, with_overrides
+
     config = load_config(args.config) if args.config else ExperimentConfig()
-    updates = {}
+    overrides = dict(parse_override(text) for text in getattr(args, "set", None) or [])
     if args.seed is not None:
-        updates["seed"] = args.seed
+        overrides["seed"] = args.seed
     if args.device is not None:
-        updates["device"] = args.device
-    return dataclasses.replace(config, **updates) if updates else config
+        overrides["device"] = args.device
+    if overrides:
+        config = with_overrides(config, overrides)
+    _check_device_available(config.device)
+    return config
+
+
+def _check_device_available(device: str) -> None:
+    import torch
+
+    kind = torch.device(device).type
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r}: CUDA is not available on this machine; use cpu")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {device!r}: MPS is not available on this machine; use cpu")
 
 
 def _generator(config: ExperimentConfig):
@@ -110,12 +127,7 @@ def _results(trajectory, llc) -> xr.Dataset:
 
     stored = trajectory.to_xarray()
     extra = stored[[v for v in stored.data_vars if v not in ("W", "b", "loss")]]
-    results = xr.merge([track(trajectory, llc), extra], combine_attrs="no_conflicts")
-    if llc is not None:  # track() already stores llc_reliable
-        diagnostics = llc.diagnostics
-        results["llc_rhat"] = diagnostics["rhat"]
-        results["llc_mcse"] = diagnostics["mcse"]
-    return results
+    return xr.merge([track(trajectory, llc), extra], combine_attrs="no_conflicts")
 
 
 def _train_and_track(config: ExperimentConfig, *, with_llc: bool, progress: bool):
@@ -508,6 +520,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE.toml", help="experiment config (TOML)")
     parser.add_argument(
         "--out", metavar="DIR", help="run directory (default runs/<command>-<time>)"
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override one config field, e.g. --set train.lr=0.01 (repeatable)",
     )
     parser.add_argument("--seed", type=int, help="override the config's seed")
     parser.add_argument("--device", help="torch device, e.g. cpu or cuda (default: config, cpu)")

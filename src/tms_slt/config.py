@@ -8,6 +8,7 @@ Unknown TOML keys are rejected the same way.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import tomllib
 from collections.abc import Mapping
@@ -259,12 +260,41 @@ _SECTIONS: dict[str, type] = {
 }
 
 
+def field_names() -> list[str]:
+    """Every config field as a dotted path ("seed", "data.sparsity", "llc.step_size", ...)."""
+    names = [f.name for f in dataclasses.fields(ExperimentConfig) if f.name not in _SECTIONS]
+    for section, cls in _SECTIONS.items():
+        names += [f"{section}.{f.name}" for f in dataclasses.fields(cls)]
+    return names
+
+
+def _unknown(dotted: str) -> ConfigError:
+    """ "unknown key 'x.y'" with a did-you-mean from the known fields."""
+    close = difflib.get_close_matches(dotted, field_names(), n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return ConfigError(f"unknown key {dotted!r}{hint}")
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """ "train.lr=0.01" -> ("train.lr", 0.01): the value is read as TOML (numbers, booleans,
+    quoted strings, lists), or taken as a bare string ("auto", "relu") when it is not TOML."""
+    key, sep, raw = text.partition("=")
+    key, raw = key.strip(), raw.strip()
+    if not sep or not key or not raw:
+        raise ConfigError(f"--set takes KEY=VALUE (e.g. train.lr=0.01), got {text!r}")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key, value
+
+
 def config_from_dict(raw: Mapping[str, Any]) -> ExperimentConfig:
     """Build an ExperimentConfig from nested mappings, rejecting unknown keys."""
     top_fields = {f.name for f in dataclasses.fields(ExperimentConfig)}
     for key in raw:
         if key not in top_fields:
-            raise ConfigError(f"unknown key {key!r} (allowed: {', '.join(sorted(top_fields))})")
+            raise _unknown(key)
     kwargs: dict[str, Any] = {}
     for key, value in raw.items():
         if key in _SECTIONS:
@@ -274,9 +304,7 @@ def config_from_dict(raw: Mapping[str, Any]) -> ExperimentConfig:
             allowed = {f.name for f in dataclasses.fields(cls)}
             for sub in value:
                 if sub not in allowed:
-                    raise ConfigError(
-                        f"unknown key '{key}.{sub}' (allowed: {', '.join(sorted(allowed))})"
-                    )
+                    raise _unknown(f"{key}.{sub}")
             value = dict(value)
             if key == "data" and "sparsity" in value and "active_features" not in value:
                 # Giving a sparsity selects independent features over the exactly-k default.
@@ -319,10 +347,10 @@ def with_overrides(config: ExperimentConfig, overrides: Mapping[str, Any]) -> Ex
     for dotted, value in overrides.items():
         parts = dotted.split(".")
         target = raw
+        if dotted not in field_names():
+            raise _unknown(dotted)
         for part in parts[:-1]:
-            if not isinstance(target.get(part), dict):
-                raise ConfigError(f"unknown config field {dotted!r}")
-            target = target[part]
+            target = target.setdefault(part, {})
         target[parts[-1]] = value
     # Overriding one data mode switches the other off.
     data = raw.get("data", {})

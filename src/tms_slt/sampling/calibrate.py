@@ -474,7 +474,7 @@ def calibrate_around_auto(
         swish_sharpness=problem_kw.get("swish_sharpness", 1.0),
     )
     nb = default_nbeta(problem.n) if nbeta is None else nbeta
-    settings, record = choose_settings(
+    settings, record, _ = choose_settings(
         problem,
         nb,
         step_size="auto",

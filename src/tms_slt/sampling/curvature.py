@@ -23,6 +23,7 @@ the posterior's scale is measured by probing again at the end of a pilot run.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -55,12 +56,14 @@ class Curvature:
     newton_drop: (...) ½ gᵀ H⁺ g over the directions with h > null threshold: the loss a
         Newton step would still remove, i.e. how far w* is from the minimum of its basin.
     pilot_h_max: (...) the largest eigenvalue seen at a pilot's chain positions, or None.
+    eigenvectors: (..., d, d) the exact Hessian's eigenvectors (columns), or None (Lanczos).
     """
 
     eigenvalues: Tensor
     grad_norm: Tensor
     newton_drop: Tensor
     pilot_h_max: Tensor | None = None
+    eigenvectors: Tensor | None = None
 
     @property
     def h_max(self) -> Tensor:
@@ -253,16 +256,56 @@ def probe(
     else:
         h_soft = torch.where(eigenvalues > threshold, eigenvalues, math.inf).amin(-1)
         newton = 0.5 * (g**2).sum(-1) / h_soft.clamp(min=1e-30)  # an upper bound
+    vectors = None if vectors is None else vectors.double().cpu()
     out = Curvature(
         eigenvalues=eigenvalues.double().cpu(),
         grad_norm=g.norm(dim=-1).double().cpu(),
         newton_drop=newton.double().cpu(),
+        eigenvectors=vectors,
     )
     if params is not None:
         return out
     return Curvature(  # drop the anchor's chain dim of 1
-        out.eigenvalues.squeeze(-2), out.grad_norm.squeeze(-1), out.newton_drop.squeeze(-1)
+        out.eigenvalues.squeeze(-2),
+        out.grad_norm.squeeze(-1),
+        out.newton_drop.squeeze(-1),
+        eigenvectors=None if vectors is None else vectors.squeeze(-3),
     )
+
+
+def hessian_at(problem: Problem, params: tuple[Tensor, ...], generator: torch.Generator) -> Tensor:
+    """(..., chain, d, d) the Hessian of L_n (≤ HESSIAN_ROWS random rows) at `params`."""
+    dtype = _probe_dtype(problem)
+    at = tuple(p.detach() if dtype is None else p.detach().to(dtype) for p in params)
+    batch = None
+    if problem.data_batch is not None:
+        rows = None
+        if problem.n > HESSIAN_ROWS:
+            rows = torch.randperm(problem.n, generator=generator, device=generator.device)
+            rows = rows[:HESSIAN_ROWS]
+        batch = _cast_batch(problem.data_batch(rows), dtype)
+    return _hessian(problem, at, batch).double().cpu()
+
+
+#: The chains' curvature may differ from w*'s by at most this factor (on average over the
+#: curved directions) for the quadratic picture behind λ = rank/2 to hold where they sample.
+MAX_CURVATURE_RATIO = 1.3
+
+
+def curvature_ratio(anchor: Curvature, hessians: Tensor) -> Tensor:
+    """(...) the median over chains of mean_i v_iᵀ H(w_chain) v_i / h_i over the curved
+    eigenpairs (h_i, v_i) of the Hessian at w*: 1 where the loss is quadratic over the
+    posterior's extent; far from 1 where the chains sample a region whose curvature differs
+    (finite-nβ, anharmonic: λ̂ is not yet the asymptotic λ). NaN without eigenvectors."""
+    if anchor.eigenvectors is None:
+        return torch.full(anchor.h_max.shape, math.nan, dtype=torch.float64)
+    V = anchor.eigenvectors.unsqueeze(-3)  # (..., 1, d, d)
+    projected = torch.einsum("...di,...de,...ei->...i", V, hessians, V)  # (..., chain, d)
+    curved = (anchor.eigenvalues > anchor.null_threshold[..., None]).unsqueeze(-2)
+    h = anchor.eigenvalues.unsqueeze(-2).clamp(min=1e-300)
+    ratio = torch.where(curved, projected / h, torch.zeros_like(projected))
+    per_chain = ratio.sum(-1) / curved.sum(-1).clamp(min=1)
+    return per_chain.median(-1).values
 
 
 def combine(anchor: Curvature, pilot: Curvature) -> Curvature:
@@ -272,7 +315,7 @@ def combine(anchor: Curvature, pilot: Curvature) -> Curvature:
     pilot_max = pilot.eigenvalues[..., -1].amax(-1).clamp(min=0.0)
     if anchor.pilot_h_max is not None:
         pilot_max = torch.maximum(pilot_max, anchor.pilot_h_max)
-    return Curvature(anchor.eigenvalues, anchor.grad_norm, anchor.newton_drop, pilot_max)
+    return dataclasses.replace(anchor, pilot_h_max=pilot_max)
 
 
 #: γ = C_LOCALIZATION · nβ · h_soft: the softest curved direction keeps k/(k+γ) ≥ 95%.

@@ -9,13 +9,20 @@ the per-draw λ̂ trace nβ(L_t − L_n(w*)) as in devinterp / Lau et al. 2023
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import warnings
 from typing import TYPE_CHECKING, Any
 
-import arviz as az
 import numpy as np
 import xarray as xr
 
-from tms_slt.sampling.curvature import MAX_NEWTON_SHIFT
+with warnings.catch_warnings():
+    # ArviZ 0.x announces its 1.0 refactor with a FutureWarning on import: not ours to show.
+    warnings.simplefilter("ignore", FutureWarning)
+    import arviz as az
+
+from tms_slt.sampling.curvature import MAX_CURVATURE_RATIO, MAX_NEWTON_SHIFT
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -124,10 +131,11 @@ def llc_diagnostics(result: LLCResult) -> xr.Dataset:
     ok = xr.DataArray(~result.divergent.numpy(), dims=[*lead, "chain"], coords=result.coords)
     clean = post.where(ok)
     ds = xr.Dataset({"llc": clean})
-    rhat = az.rhat(ds)["llc"]
-    ess_bulk = az.ess(ds, method="bulk")["llc"]
-    ess_tail = az.ess(ds, method="tail")["llc"]
-    mcse = az.mcse(ds)["llc"]
+    with _quiet_arviz():  # divergent chains are NaN here on purpose, and reported below
+        rhat = az.rhat(ds)["llc"]
+        ess_bulk = az.ess(ds, method="bulk")["llc"]
+        ess_tail = az.ess(ds, method="tail")["llc"]
+        mcse = az.mcse(ds)["llc"]
     half = clean.sizes["draw"] // 2
     first, last = clean.isel(draw=slice(0, half)), clean.isel(draw=slice(half, None))
     drift = last.mean(("chain", "draw")) - first.mean(("chain", "draw"))
@@ -180,6 +188,18 @@ def llc_diagnostics(result: LLCResult) -> xr.Dataset:
     return xr.Dataset(out)
 
 
+@contextlib.contextmanager
+def _quiet_arviz():
+    """ArviZ logs "Array contains NaN-value" for the excluded (NaN) divergent chains."""
+    logger = logging.getLogger("arviz")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _calibration_checks(result: LLCResult, lead: list[str]) -> dict[str, xr.DataArray]:
     """Biases the curvature at w* predicts for the settings used (`LLCResult.calibration`)."""
     cal = result.calibration
@@ -208,7 +228,19 @@ def _calibration_checks(result: LLCResult, lead: list[str]) -> dict[str, xr.Data
         "w* is not a local minimum of L_n (a Newton step lowers nβ·L_n by more than "
         f"{MAX_NEWTON_SHIFT:.0%} of λ)": da("newton_shift") > MAX_NEWTON_SHIFT,
         "w* is a saddle of L_n (negative Hessian eigenvalue)": da("saddle").astype(bool),
+        **_anharmonic_check(cal, da),
     }
+
+
+def _anharmonic_check(cal: dict, da: Any) -> dict[str, xr.DataArray]:
+    if "curvature_ratio" not in cal:
+        return {}
+    ratio = da("curvature_ratio")
+    name = (
+        "anharmonic: the curvature where the chains sample differs from w*'s by more than "
+        f"{MAX_CURVATURE_RATIO:g}× (nβ too small for the asymptotic λ)"
+    )
+    return {name: (ratio > MAX_CURVATURE_RATIO) | (ratio < 1 / MAX_CURVATURE_RATIO)}
 
 
 def _reasons(

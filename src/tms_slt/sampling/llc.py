@@ -14,6 +14,7 @@ by about nβ(L_n(w*) − L_n(ŵ)) (negative estimates are flagged, see diagnosti
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -275,7 +276,7 @@ def estimate_llc(
     if generator is None:
         generator = torch.Generator(device=problem.params[0].device).manual_seed(0)
     _check_anchor_loss(problem)
-    settings, calibration = choose_settings(
+    settings, calibration, curv = choose_settings(
         problem,
         nbeta,
         step_size=step_size,
@@ -315,8 +316,12 @@ def estimate_llc(
         generator,
         progress,
         backend=backend,
-        keep_params_every=keep_params_every,
+        keep_params_every=keep_params_every or (num_draws if curv is not None else None),
     )
+    if curv is not None:
+        calibration["curvature_ratio"] = _curvature_ratio(problem, curv, traces, generator)
+        if keep_params_every is None:
+            traces = traces._replace(params=None)
     accept = None if traces.mala_accept is None else traces.mala_accept[..., ::thin]
     return compute_llc(
         traces.loss[..., ::thin].contiguous(),
@@ -332,6 +337,22 @@ def estimate_llc(
         thin=thin,
         calibration=calibration,
     )
+
+
+def _curvature_ratio(
+    problem: Problem, curv: curvature.Curvature, traces: Traces, generator: torch.Generator
+) -> Tensor:
+    """`curvature.curvature_ratio` at the last kept position of the first chains."""
+    ends = tuple(
+        p.select(p.ndim - k - 1, -1).narrow(
+            p.ndim - k - 2, 0, min(PILOT_PROBED_CHAINS, p.shape[p.ndim - k - 2])
+        )
+        for p, k in zip(traces.params, problem.event_ndims, strict=True)
+    )
+    finite = all(bool(torch.isfinite(e).all()) for e in ends)
+    if curv.eigenvectors is None or not finite:
+        return torch.full(curv.h_max.shape, math.nan, dtype=torch.float64)
+    return curvature.curvature_ratio(curv, curvature.hessian_at(problem, ends, generator))
 
 
 def _auto_flags(*values: Any) -> dict[str, bool]:
@@ -442,22 +463,24 @@ def choose_settings(
     backend: str = "auto",
     weight_decay: float = 0.0,
     bounding_box: float | None = None,
-) -> tuple[curvature.Settings, dict[str, Any]]:
+) -> tuple[curvature.Settings, dict[str, Any], curvature.Curvature | None]:
     """The SGLD settings per anchor, automatic where asked, and the evidence for them.
 
     The curvature of L_n is probed at every anchor (`curvature.probe`). For an automatic ε
     a pilot of PILOT_STEPS steps then runs at the anchor-based settings and the curvature is
     probed again at the chains' end points (`curvature.combine`): near a singular minimum
     the stiffness grows away from w*. γ, ε and the chain length follow
-    `curvature.auto_settings`; given values are kept. Returns the settings and a record
-    (each entry per anchor, or a string) for `LLCResult.calibration`.
+    `curvature.auto_settings`; given values are kept. Returns the settings, a record
+    (each entry per anchor, or a string) for `LLCResult.calibration`, and the anchor's
+    `Curvature` (None where there is nothing to probe).
     """
     if problem.loss_fn is None:  # nothing to probe: only given settings can run
         if any(isinstance(v, str) for v in (step_size, localization, num_draws, num_burnin)):
             raise ValueError("automatic settings need a differentiable loss; pass numbers")
-        return curvature.Settings(
+        settings = curvature.Settings(
             torch.as_tensor(step_size), torch.as_tensor(localization), num_burnin, num_draws
-        ), {}
+        )
+        return settings, {}, None
     curv = curvature.probe(problem, generator)
     auto = curvature.auto_settings(curv, nbeta)
     eps = auto.step_size if step_size == "auto" else torch.as_tensor(step_size)
@@ -505,7 +528,7 @@ def choose_settings(
             )
         ),
     }
-    return settings, record
+    return settings, record, curv
 
 
 BACKENDS = LLC_BACKENDS

@@ -69,12 +69,24 @@ def track(trajectory: Trajectory, llc: LLCResult | None = None) -> xr.Dataset:
         ds["llc_mean"] = (dims, llc.mean.numpy())
         ds["llc_std"] = (dims, llc.std.numpy())
         ds["num_divergent"] = (dims, llc.num_divergent.numpy())
+        diagnostics = llc.diagnostics
         ds["llc_reliable"] = (dims, _reliable(llc))
-        ds["llc_reasons"] = (dims, llc.diagnostics["reasons"].transpose(*dims).values.astype(str))
+        ds["llc_reasons"] = (dims, diagnostics["reasons"].transpose(*dims).values.astype(str))
+        ds["llc_rhat"] = (dims, diagnostics["rhat"].transpose(*dims).values)
+        ds["llc_mcse"] = (dims, diagnostics["mcse"].transpose(*dims).values)
+        ds["llc_step_size"] = (dims, _per_anchor(llc, "step_size"))
+        ds["llc_localization"] = (dims, _per_anchor(llc, "localization"))
         ds.attrs["nbeta"] = llc.nbeta
     if "kgon" in ds and _is_high_sparsity_tms(trajectory):
         ds["llc_theory"] = (dims, _kgon_theory(ds, W.shape[-1]))
     return ds
+
+
+def _per_anchor(llc: LLCResult, name: str) -> np.ndarray:
+    value = llc.calibration.get(name)
+    if value is None:
+        return np.full(tuple(llc.init_loss.shape), np.nan)
+    return np.broadcast_to(np.asarray(value, dtype=float), tuple(llc.init_loss.shape)).copy()
 
 
 #: A configuration counts as the regular k-gon critical point (for `llc_theory`) when its

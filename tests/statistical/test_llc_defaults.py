@@ -1,0 +1,300 @@
+"""LLCs that are right by default: known-λ models through the user's path.
+
+Every estimate here calls `estimate_llc` with its defaults (ε, γ, draws and burn-in all
+"auto"); nothing is tuned per model. The standard error of λ̂ is max(σ_chains/√K, MCSE),
+and tolerances are multiples of it plus a stated bias allowance. Alongside accuracy, the
+package's promise is checked: an estimate marked reliable is within 15% of λ.
+
+`benchmarks/llc_accuracy.py` imports the builders below and prints the same cases as a table.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import statistics
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from tms_slt.config import ExperimentConfig
+from tms_slt.data import TMSDistribution
+from tms_slt.models import get_activation, reconstruction_loss
+from tms_slt.sampling.llc import LLCResult, estimate_llc
+from tms_slt.theory import (
+    Potential,
+    dln_learning_coefficient,
+    kgon_critical_point,
+    kgon_llc,
+    normal_crossing_potential,
+    quadratic_potential,
+    sum_of_normal_crossings_potential,
+    tms_population_loss_torch,
+)
+from tms_slt.training import train
+
+pytestmark = pytest.mark.statistical
+
+#: The promise: an estimate marked reliable is within this fraction of λ.
+RELIABLE_WITHIN = 0.15
+
+KGONS = [(6, "-"), (5, "+"), (5, "-")]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def standard_error(result: LLCResult) -> np.ndarray:
+    """max(σ_chains/√K, MCSE) per anchor."""
+    k = (~result.divergent).sum(-1).clamp(min=1).numpy()
+    spread = result.std.numpy() / np.sqrt(k)
+    return np.maximum(np.nan_to_num(spread, nan=np.inf), result.diagnostics["mcse"].values)
+
+
+def assert_reliable_means_right(result: LLCResult, truth: np.ndarray, name: str) -> None:
+    """No estimate off by more than RELIABLE_WITHIN is marked reliable."""
+    reliable = np.asarray(result.diagnostics["reliable"].values, dtype=bool)
+    error = np.abs(result.mean.numpy() / truth - 1)
+    bad = reliable & (error > RELIABLE_WITHIN)
+    assert not bad.any(), f"{name}: reliable but off by {error[bad]}"
+
+
+# ---------------------------------------------------------------------------------------
+# The c = 6 k-gons (Chen et al. 2023): exact population loss, refined and trained minima
+# ---------------------------------------------------------------------------------------
+
+
+def population_kgons() -> tuple[Potential, torch.Tensor, np.ndarray]:
+    """K(w) = L(w) − L(w*_j) on the exact population loss, anchored at the 6-gon, 5+ and 5−
+    (one leading index each), with their λ from `kgon_llc`."""
+    anchors, floors = [], []
+    for k, variant in KGONS:
+        W, b = kgon_critical_point(k, 6, variant=variant)
+        w = torch.tensor(np.concatenate([W.ravel(), b]), dtype=torch.float32)
+        anchors.append(w)
+        floors.append(
+            float(tms_population_loss_torch(w[:12].reshape(2, 6).double(), w[12:].double()))
+        )
+    floor = torch.tensor(floors)
+
+    def fn(w: torch.Tensor) -> torch.Tensor:
+        loss = tms_population_loss_torch(w[..., :12].unflatten(-1, (2, 6)), w[..., 12:])
+        return loss - floor.to(w.dtype).reshape(-1, *[1] * (w.ndim - 2))
+
+    pot = Potential(dim=18, learning_coefficient=math.nan, fn=fn, multiplicity=None, name="tms")
+    truth = np.array([float(kgon_llc(k, 6, v)) for k, v in KGONS])
+    return pot, torch.stack(anchors), truth
+
+
+def refined_kgons(n: int, seed: int = 1) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """(W, b) of the 6-gon, 5+ and 5− refined to minima of L_n (L-BFGS, float64) on one
+    training set of n samples of Chen et al.'s distribution, and that set."""
+    x = TMSDistribution(6, active_features=1).sample(
+        n, generator=torch.Generator().manual_seed(seed)
+    )
+    relu = get_activation("relu")
+    Ws, bs = [], []
+    for k, variant in KGONS:
+        W0, b0 = kgon_critical_point(k, 6, variant=variant)
+        W = torch.tensor(W0, requires_grad=True)
+        b = torch.tensor(b0, requires_grad=True)
+        opt = torch.optim.LBFGS(
+            [W, b],
+            max_iter=500,
+            tolerance_grad=1e-12,
+            tolerance_change=1e-15,
+            line_search_fn="strong_wolfe",
+        )
+
+        def closure(W=W, b=b, opt=opt):
+            opt.zero_grad()
+            loss = reconstruction_loss(W, b, x.double(), None, relu)
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        Ws.append(W.detach().float())
+        bs.append(b.detach().float())
+    return (torch.stack(Ws), torch.stack(bs)), x
+
+
+def test_population_kgons_match_kgon_llc():
+    """At nβ = 1e5 on the exact population loss the tempered posterior is in its asymptotic
+    regime: λ̂ with the defaults is within 3 SE + 3% of 17/2, 17/2 and 7."""
+    pot, anchors, truth = population_kgons()
+    result = estimate_llc(
+        pot,
+        dataset=anchors,
+        nbeta=1e5,
+        num_chains=8,
+        progress=False,
+        generator=torch.Generator().manual_seed(0),
+    )
+    se = standard_error(result)
+    mean = result.mean.numpy()
+    print("population k-gons, nβ = 1e5:", mean.round(3), "±", se.round(3), "λ =", truth)
+    assert (np.abs(mean - truth) < 3 * se + 0.03 * truth).all()
+    assert bool(result.diagnostics["reliable"].all())
+
+
+def test_refined_kgons_at_n_1e4():
+    """Minima of L_n at n = 1e4 (nβ ≈ 1086). The 6-gon is within 10%. For 5+ the tempered
+    posterior itself sits above λ at this nβ (its anharmonic soft directions: +5 to +18% on the
+    exact population loss, benchmarks/llc_accuracy.py), so 15% is allowed. 5− has flat
+    directions (W₆, b₆ < 0) that end where the loss drops to the 5+ basin: its estimate is
+    either right or flagged."""
+    (W, b), x = refined_kgons(10_000)
+    result = estimate_llc(
+        (W, b), dataset=x, progress=False, generator=torch.Generator().manual_seed(0)
+    )
+    truth = np.array([float(kgon_llc(k, 6, v)) for k, v in KGONS])
+    mean, se = result.mean.numpy(), standard_error(result)
+    print("refined k-gons, n = 1e4:", mean.round(3), "±", se.round(3), "λ =", truth)
+    assert abs(mean[0] / truth[0] - 1) < 0.10
+    assert abs(mean[1] / truth[1] - 1) < 0.15
+    assert_reliable_means_right(result, truth, "refined k-gons")
+
+
+def quickstart_final_checkpoint() -> tuple[LLCResult, np.ndarray]:
+    """The quickstart's training (the default config: n = 30 000, 6 instances, 1e4 steps)
+    and the defaults' LLC at its last checkpoint; λ of each instance's k-gon (NaN if none)."""
+    from tms_slt.transitions import track
+
+    config = ExperimentConfig()
+    trajectory = train(config, generator=torch.Generator().manual_seed(config.seed), progress=False)
+    last = trajectory.take(-1)
+    result = estimate_llc(last, progress=False, generator=torch.Generator().manual_seed(1))
+    truth = track(last)["llc_theory"].values
+    return result, truth
+
+
+def test_quickstart_final_plateaus_match_kgon_llc():
+    result, truth = quickstart_final_checkpoint()
+    known = np.isfinite(truth).ravel()
+    assert known.sum() >= 4, "the quickstart should end at k-gons with known λ"
+    mean = result.mean.numpy().ravel()[known]
+    error = np.abs(mean / truth.ravel()[known] - 1)
+    print("quickstart final λ̂:", mean.round(3), "λ:", truth.ravel()[known])
+    assert statistics.median(error) < 0.10
+    assert error.max() < 0.15
+    assert_reliable_means_right(result, truth, "quickstart")
+
+
+# ---------------------------------------------------------------------------------------
+# Deep linear networks fitted by the user (Aoyagi 2024)
+# ---------------------------------------------------------------------------------------
+
+DLNS = [
+    ([6, 2, 6], 1),
+    ([4, 3, 4], 1),
+    ([4, 5, 3], 2),
+    ([5, 4, 3, 5], 2),
+    ([3, 4, 4, 2], 1),
+    ([5, 3, 5, 4], 1),
+    ([4, 3, 3, 3, 4], 2),
+]
+
+
+def fitted_dln(
+    widths: list[int], rank: int, seed: int = 0, n: int = 10_000, noise: float = 0.1
+) -> tuple[nn.Module, tuple[torch.Tensor, torch.Tensor]]:
+    """A DLN fitted as a user would: a rank-r teacher, noisy data, Adam then L-BFGS on the
+    full set (so the anchor is a minimum of L_n, not the true parameter)."""
+    g = torch.Generator().manual_seed(seed)
+    teacher = torch.randn(widths[-1], rank, generator=g) @ torch.randn(rank, widths[0], generator=g)
+    x = torch.randn(n, widths[0], generator=g)
+    y = x @ (teacher / math.sqrt(rank)).T + noise * torch.randn(n, widths[-1], generator=g)
+    layers = [nn.Linear(a, b, bias=False) for a, b in itertools.pairwise(widths)]
+    with torch.no_grad():
+        for layer in layers:
+            fan_in = layer.weight.shape[1]
+            layer.weight.copy_(
+                0.5 * torch.randn(layer.weight.shape, generator=g) / math.sqrt(fan_in)
+            )
+    model = nn.Sequential(*layers)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(3000):
+        idx = torch.randint(n, (256,), generator=g)
+        loss = dln_loss(model, (x[idx], y[idx]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    lbfgs = torch.optim.LBFGS(
+        model.parameters(),
+        max_iter=500,
+        tolerance_grad=1e-10,
+        tolerance_change=1e-14,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure():
+        lbfgs.zero_grad()
+        loss = dln_loss(model, (x, y))
+        loss.backward()
+        return loss
+
+    lbfgs.step(closure)
+    return model, (x, y)
+
+
+def dln_loss(f, batch) -> torch.Tensor:
+    return ((f(batch[0]) - batch[1]) ** 2).sum(-1).mean()
+
+
+def dln_estimates() -> list[tuple[list[int], int, float, LLCResult]]:
+    out = []
+    for widths, rank in DLNS:
+        model, data = fitted_dln(widths, rank)
+        result = estimate_llc(
+            model, dln_loss, data, progress=False, generator=torch.Generator().manual_seed(1)
+        )
+        out.append((widths, rank, dln_learning_coefficient(widths, rank), result))
+    return out
+
+
+@pytest.mark.slow
+def test_fitted_dlns_with_defaults():
+    """Seven DLNs of depth 2–4: median |error| ≤ 10%, none worse than 25%, and every
+    estimate marked reliable within 15%."""
+    errors = []
+    for widths, rank, lam, result in dln_estimates():
+        rel = float(result.mean) / lam - 1
+        print(f"DLN {widths} r={rank}: λ̂ = {float(result.mean):.3f}, λ = {lam}, {rel:+.1%}")
+        errors.append(abs(rel))
+        assert_reliable_means_right(result, np.array(lam), f"DLN {widths}")
+    assert statistics.median(errors) <= 0.10
+    assert max(errors) < 0.25
+
+
+# ---------------------------------------------------------------------------------------
+# Regular models and normal crossings (Watanabe 2009)
+# ---------------------------------------------------------------------------------------
+
+POTENTIALS = {
+    "quadratic d=10": lambda: quadratic_potential(10),
+    "w^4": lambda: normal_crossing_potential([2]),
+    "x^2+y^4": lambda: sum_of_normal_crossings_potential([[1], [2]]),
+    "x^4+y^4": lambda: sum_of_normal_crossings_potential([[2], [2]]),
+}
+
+
+@pytest.mark.parametrize("name", list(POTENTIALS))
+def test_potentials_with_defaults(name):
+    """nβ = 1000, 64 chains: within 3 SE + 5% (the localization and the finite chain length
+    of a flat potential pull λ̂ down by a few percent)."""
+    pot = POTENTIALS[name]()
+    result = estimate_llc(
+        pot, nbeta=1000.0, num_chains=64, progress=False, generator=torch.Generator().manual_seed(2)
+    )
+    lam = pot.learning_coefficient
+    se = float(standard_error(result))
+    print(f"{name}: λ̂ = {float(result.mean):.3f} ± {se:.3f}, λ = {lam}")
+    assert abs(float(result.mean) - lam) < 3 * se + 0.05 * lam
+    assert_reliable_means_right(result, np.array(lam), name)

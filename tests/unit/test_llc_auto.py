@@ -1,0 +1,119 @@
+"""Automatic settings of `estimate_llc` and the diagnostics that catch biased ones."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from tms_slt.sampling.llc import estimate_llc
+from tms_slt.theory import Potential, quadratic_potential
+
+
+def _run(target, **kw):
+    kw.setdefault("progress", False)
+    kw.setdefault("generator", torch.Generator().manual_seed(0))
+    return estimate_llc(target, **kw)
+
+
+def _reasons(result) -> str:
+    return str(result.diagnostics["reasons"].values.item())
+
+
+def test_auto_records_its_choice_and_evidence():
+    d, nbeta = 6, 1000.0
+    result = _run(quadratic_potential(d), nbeta=nbeta)
+    cal = result.calibration
+    # K = ‖w‖²/2: h_max = h_soft = 1, so γ = min(0.05·nβ, 0.1·√nβ) and ε = 0.1/(nβ + γ).
+    gamma = min(0.05 * nbeta, 0.1 * math.sqrt(nbeta))
+    assert float(cal["localization"]) == pytest.approx(gamma, rel=1e-3)
+    assert float(cal["step_size"]) == pytest.approx(0.1 / (nbeta + gamma), rel=1e-3)
+    assert int(cal["num_curved"]) == d
+    assert cal["mode"] == "step_size=auto, localization=auto, num_draws=auto, num_burnin=auto"
+    ds = result.to_xarray()
+    assert "step_size" in ds and "predicted_bias_total" in ds
+    assert ds.attrs["calibration_mode"] == cal["mode"]
+    assert bool(result.diagnostics["sound"])
+
+
+def test_given_settings_are_kept():
+    result = _run(
+        quadratic_potential(3),
+        nbeta=100.0,
+        step_size=1e-3,
+        localization=2.0,
+        num_draws=300,
+        num_burnin=50,
+    )
+    assert float(result.calibration["step_size"]) == pytest.approx(1e-3)
+    assert float(result.calibration["localization"]) == 2.0
+    assert result.num_draws == 300 and result.num_burnin == 50
+    assert "step_size=given" in result.calibration["mode"]
+
+
+def test_strong_localization_is_flagged():
+    """γ = 10·nβ·h: every direction keeps 1/11 of its variance; λ̂ ≈ λ/11."""
+    result = _run(quadratic_potential(4), nbeta=100.0, localization=1000.0)
+    assert not bool(result.diagnostics["reliable"])
+    assert "localization dominates" in _reasons(result)
+    assert float(result.calibration["predicted_bias_localization"]) < -0.8
+
+
+def test_large_step_is_flagged():
+    """ε·nβ·h = 0.6: the Euler chain inflates each variance by 1/(1 − 0.15)."""
+    result = _run(quadratic_potential(4), nbeta=100.0, step_size=6e-3, localization=0.0)
+    assert "step size too large" in _reasons(result)
+    assert float(result.calibration["predicted_bias_discretization"]) == pytest.approx(
+        1 / (1 - 0.6 / 4) - 1, rel=1e-3
+    )
+
+
+def test_anchor_away_from_the_minimum_is_flagged():
+    pot = quadratic_potential(4)
+    result = _run(pot, nbeta=1000.0, dataset=torch.full((4,), 0.3))
+    assert "not a local minimum" in _reasons(result)
+    # ½ gᵀH⁻¹g = ½ · 4 · 0.3² at K = ‖w‖²/2, as a fraction of λ = 2 times nβ:
+    assert float(result.calibration["newton_shift"]) == pytest.approx(
+        1000 * 0.5 * 4 * 0.09 / 2, rel=1e-3
+    )
+
+
+def test_saddle_is_flagged():
+    saddle = Potential(
+        dim=2,
+        learning_coefficient=math.nan,
+        fn=lambda w: w[..., 0] ** 2 - w[..., 1] ** 2 + w[..., 1] ** 4,
+        multiplicity=None,
+        name="saddle",
+    )
+    result = _run(saddle, nbeta=100.0, num_draws=400)
+    assert "saddle" in _reasons(result)
+    assert not bool(result.diagnostics["reliable"])
+
+
+def test_every_chain_diverged_is_a_reason():
+    result = _run(quadratic_potential(2), nbeta=100.0, step_size=1.0, num_draws=200)
+    assert bool((result.num_divergent == result.num_chains).all())
+    assert "all chains diverged" in _reasons(result)
+
+
+def test_non_finite_loss_at_the_anchor_is_one_line():
+    with pytest.raises(ValueError, match="not finite"):
+        _run(quadratic_potential(2), nbeta=100.0, dataset=torch.tensor([math.inf, 0.0]))
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("step_size", "fast"), ("localization", "none"), ("num_draws", "many")],
+)
+def test_bad_auto_strings_are_rejected(name, value):
+    with pytest.raises(ValueError, match=f"{name} must be a number or 'auto'"):
+        _run(quadratic_potential(2), nbeta=100.0, **{name: value})
+
+
+def test_same_seed_same_result_in_auto_mode():
+    a = _run(quadratic_potential(3), nbeta=500.0)
+    b = _run(quadratic_potential(3), nbeta=500.0)
+    torch.testing.assert_close(a.loss_trace, b.loss_trace, rtol=0, atol=0)
+    assert float(a.calibration["step_size"]) == float(b.calibration["step_size"])
