@@ -213,7 +213,15 @@ def _load_run(args: argparse.Namespace):
     if args.config is None and (run / CONFIG_FILE).exists():
         args.config = str(run / CONFIG_FILE)
     config = _load(args)
-    return run, config, Trajectory.from_xarray(read_dataset(run / RESULTS_FILE), config)
+    stored = read_dataset(run / RESULTS_FILE)
+    try:
+        trajectory = Trajectory.from_xarray(stored, config)
+    except KeyError as err:
+        raise ConfigError(
+            f"{run / RESULTS_FILE} holds no trajectory ({err} missing): give the directory of "
+            "a `tms-slt train` or `quickstart` run"
+        ) from None
+    return run, config, trajectory
 
 
 def cmd_llc(args: argparse.Namespace) -> int:
@@ -372,7 +380,7 @@ def _calibrate_benchmark(args: argparse.Namespace) -> int:
 
 def cmd_detect(args: argparse.Namespace) -> int:
     """Detect phase transitions in a run directory: a table, transitions.json, transitions.png."""
-    from tms_slt.io import RESULTS_FILE
+    from tms_slt.io import RESULTS_FILE, derived_run_dir
     from tms_slt.transitions import detect_run, format_transitions
 
     run = Path(args.run_dir)
@@ -380,9 +388,12 @@ def cmd_detect(args: argparse.Namespace) -> int:
         raise ConfigError(f"{run} is not a run directory (no {RESULTS_FILE})")
     if not 0.0 <= args.min_confidence <= 1.0:
         raise ConfigError(f"--min-confidence must be in [0, 1], got {args.min_confidence}")
-    transitions = detect_run(run, instance=args.instance, min_confidence=args.min_confidence)
+    out = Path(args.out) if args.out else derived_run_dir(run, "detect")
+    transitions = detect_run(
+        run, instance=args.instance, min_confidence=args.min_confidence, out_dir=out
+    )
     print(format_transitions(transitions))
-    print(f"wrote {run / 'transitions.json'}, {run / 'transitions.png'}")
+    print(f"wrote {out / 'transitions.json'}, {out / 'transitions.png'}")
     return 0
 
 
@@ -394,8 +405,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     --processes N, --dask-local N (a LocalCluster of N workers) or
     --scheduler tcp://HOST:PORT (an existing Dask cluster).
     """
+    from tms_slt.config import parse_override, with_overrides
     from tms_slt.sweep import collect, dask_client, load_sweep, run_sweep, sweep_status
 
+    if args.target == "plot":
+        return _sweep_plot(args)
     if args.target in ("status", "collect"):
         if args.dir is None:
             raise ConfigError(f"usage: tms-slt sweep {args.target} DIR")
@@ -412,6 +426,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         from tms_slt.io import write_dataset
 
         out = Path(args.out) if args.out else Path(args.dir) / "results.nc"
+        if out.exists():
+            raise ConfigError(
+                f"{out} exists (collected before); tms-slt never overwrites it: pass --out FILE.nc"
+            )
         write_dataset(out, collect(args.dir))
         print(f"wrote {out}")
         return 0
@@ -420,9 +438,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if path is None or args.dir is not None:
         raise ConfigError("usage: tms-slt sweep CONFIG.toml --out DIR | status DIR | collect DIR")
     sweep = load_sweep(path)
-    updates = {k: v for k, v in (("seed", args.seed), ("device", args.device)) if v is not None}
+    updates = dict(parse_override(text) for text in args.set or [])
+    updates |= {k: v for k, v in (("seed", args.seed), ("device", args.device)) if v is not None}
     if updates:
-        sweep = dataclasses.replace(sweep, base=dataclasses.replace(sweep.base, **updates))
+        sweep = dataclasses.replace(sweep, base=with_overrides(sweep.base, updates))
+    _check_device_available(sweep.base.device)
     out = _out_dir(args, "sweep")
     progress = not args.quiet
     grid = dict(zip(sweep.axes, sweep.shape, strict=True))
@@ -447,6 +467,35 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0 if summary.ok else 1
 
 
+def _sweep_plot(args: argparse.Namespace) -> int:
+    """`tms-slt sweep plot DIR`: the collected observables against the sweep axes."""
+    from tms_slt.io import RESULTS_FILE, read_dataset
+    from tms_slt.plots import plot_sweep
+    from tms_slt.sweep import collect
+
+    if args.dir is None:
+        raise ConfigError("usage: tms-slt sweep plot DIR [--out FILE.png]")
+    stored = Path(args.dir) / RESULTS_FILE
+    collected = read_dataset(stored) if stored.exists() else collect(args.dir)
+    out = Path(args.out) if args.out else Path(args.dir) / "sweep.png"
+    if out.exists():
+        raise ConfigError(f"{out} exists; tms-slt never overwrites it: pass --out FILE.png")
+    _save_figure(plot_sweep(collected), out)
+    print(f"wrote {out}")
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer ≥ 1 (a pool of 0 or −1 workers would compute nothing)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer ≥ 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer ≥ 1, got {value}")
+    return value
+
+
 def _add_sweep_parser(sub) -> None:
     """`tms-slt sweep CONFIG.toml --out DIR [--scheduler ADDR | --dask-local N | --processes N]`,
     `tms-slt sweep status DIR`, `tms-slt sweep collect DIR [--out FILE.nc]`."""
@@ -458,15 +507,19 @@ def _add_sweep_parser(sub) -> None:
     p.add_argument(
         "target",
         nargs="?",
-        metavar="CONFIG.toml|status|collect",
-        help="sweep file to run, or `status` / `collect` followed by DIR",
+        metavar="CONFIG.toml|status|collect|plot",
+        help="sweep file to run, or `status` / `collect` / `plot` followed by DIR",
     )
     p.add_argument("dir", nargs="?", metavar="DIR", help="sweep directory (status, collect)")
     _common(p)
     where = p.add_mutually_exclusive_group()
     where.add_argument("--scheduler", metavar="ADDR", help="Dask scheduler, e.g. tcp://host:8786")
-    where.add_argument("--dask-local", type=int, metavar="N", help="start a Dask LocalCluster")
-    where.add_argument("--processes", type=int, metavar="N", help="local process pool of N")
+    where.add_argument(
+        "--dask-local", type=_positive_int, metavar="N", help="start a Dask LocalCluster of N ≥ 1"
+    )
+    where.add_argument(
+        "--processes", type=_positive_int, metavar="N", help="local process pool of N ≥ 1"
+    )
     p.set_defaults(handler=cmd_sweep)
 
 

@@ -27,6 +27,47 @@ CONFIG_FILE = "config.toml"
 TRACES_FILE = "traces.nc"
 
 
+#: long_name and units of every variable tms-slt writes (one name per quantity everywhere:
+#: the same names appear in transitions.json as delta_<name> and in printed tables).
+VARIABLES: dict[str, tuple[str, str]] = {
+    "loss": ("training loss L_n (importance-weighted squared reconstruction error)", "1"),
+    "feature_count": ("feature count ‖W‖²_F (Elhage et al. 2022)", "1"),
+    "dims_per_feature": ("dimensions per feature m/‖W‖²_F", "1"),
+    "gram_eigenvalues": ("eigenvalues of WWᵀ, ascending", "1"),
+    "eig_gap": ("gap between the two largest eigenvalues of WWᵀ", "1"),
+    "eig_multiplicity": ("multiplicity of the largest eigenvalue of WWᵀ", "1"),
+    "feature_dimensionality": ("feature dimensionality D_i (Elhage et al. 2022)", "1"),
+    "kgon": ("k-gon configuration label (geometry.classify)", ""),
+    "regular_residual": ("distance from a regular k-gon (geometry.classify)", "1"),
+    "W": ("weights W (hidden × feature)", "1"),
+    "b": ("bias b", "1"),
+    "importance": ("feature importance I_i", "1"),
+    "train_data": ("training set D_n", "1"),
+    "llc_mean": ("local learning coefficient λ̂, mean over chains (Lau et al. 2023)", "1"),
+    "llc_std": ("standard deviation of λ̂ over chains", "1"),
+    "llc_rhat": ("rank-normalized R-hat of the λ̂ trace", "1"),
+    "llc_mcse": ("Monte Carlo standard error of λ̂", "1"),
+    "llc_reliable": ("λ̂ passes every diagnostic check", "bool"),
+    "llc_reasons": ("the diagnostic checks λ̂ failed (empty: none)", ""),
+    "llc_theory": ("λ of the regular k-gon (theory.kgon_llc; NaN where unknown)", "1"),
+    "llc_step_size": ("SGLD step size ε used", "1"),
+    "llc_localization": ("SGLD localization γ used", "1"),
+    "num_divergent": ("number of divergent SGLD chains", "1"),
+}
+
+
+def describe(ds: xr.Dataset) -> xr.Dataset:
+    """`ds` with long_name (and units) on every data variable: from VARIABLES where known,
+    else the name itself (so no variable goes without one)."""
+    out = ds.copy()
+    for name in out.data_vars:
+        long_name, units = VARIABLES.get(str(name), (str(name).replace("_", " "), ""))
+        out[name].attrs.setdefault("long_name", long_name)
+        if units:
+            out[name].attrs.setdefault("units", units)
+    return out
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call `write(tmp_path)` then rename tmp_path onto `path` (same filesystem)."""
     path = Path(path)
@@ -53,9 +94,21 @@ def write_dataset(path: str | Path, ds: xr.Dataset) -> Path:
 
 
 def read_dataset(path: str | Path) -> xr.Dataset:
-    """Load a netCDF file fully into memory (the file is closed afterwards)."""
-    with xr.open_dataset(path, engine="h5netcdf") as ds:
-        return ds.load()
+    """Load a netCDF file fully into memory (the file is closed afterwards).
+
+    Raises:
+        ValueError: the file is missing, empty, truncated or not netCDF (one line).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path} not found")
+    try:
+        with xr.open_dataset(path, engine="h5netcdf") as ds:
+            return ds.load()
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        raise ValueError(
+            f"{path} is not a readable netCDF file (empty or truncated?): {type(err).__name__}"
+        ) from None
 
 
 def git_sha(cwd: str | Path | None = None) -> str | None:
@@ -142,7 +195,7 @@ def save_run(
         atomic_write_text(run_dir / CONFIG_FILE, config_to_toml(config))
     if traces is not None:
         atomic_write(run_dir / TRACES_FILE, lambda p: traces.to_netcdf(str(p), engine="h5netcdf"))
-    write_dataset(run_dir / RESULTS_FILE, _with_provenance(results, meta))
+    write_dataset(run_dir / RESULTS_FILE, describe(_with_provenance(results, meta)))
     write_json(run_dir / META_FILE, meta)
     return run_dir
 

@@ -328,3 +328,64 @@ def plot_calibration(report: xr.Dataset, *, max_panels: int = 6) -> Figure:
     axes[0].set_ylabel(r"$\hat\lambda$ ± MCSE")
     axes[0].legend(fontsize=7)
     return fig
+
+
+#: What `plot_sweep` draws, when present: (variable, label).
+SWEEP_VARIABLES = (
+    ("feature_count", r"$\|W\|_F^2$"),
+    ("loss", "loss"),
+    ("llc_mean", r"LLC $\hat\lambda$"),
+)
+
+
+def plot_sweep(collected: xr.Dataset, *, variables: Sequence[str] | None = None) -> Figure:
+    """Observables of a collected sweep against its axes (`sweep.collect`), averaged over
+    instances (and the last checkpoint taken where checkpoints were kept): lines against one
+    axis, a heat map over the first two axes (the others averaged)."""
+    axes_names = [a for a in _sweep_axes(collected) if a in collected.dims]
+    if not axes_names:
+        raise ValueError("not a collected sweep: no sweep axes among the dims")
+    names = [v for v, _ in SWEEP_VARIABLES if v in collected] if variables is None else variables
+    missing = [v for v in names if v not in collected]
+    if missing or not names:
+        raise ValueError(f"no variable {missing or names} in the collected sweep")
+    labels = dict(SWEEP_VARIABLES)
+    fig = Figure(figsize=(3.6 * len(names), 3.2), layout="constrained")
+    panels = np.atleast_1d(fig.subplots(1, len(names)))
+    for ax, name in zip(panels, names, strict=True):
+        da = collected[name]
+        if "checkpoint" in da.dims:
+            da = da.isel(checkpoint=-1)
+        keep = axes_names[:2]
+        da = da.mean([d for d in da.dims if d not in keep])
+        if len(keep) == 1:
+            x = collected[keep[0]].values
+            ax.plot(x, da.values, marker="o")
+            ax.set_xlabel(keep[0])
+            ax.set_ylabel(labels.get(name, name))
+            if np.all(x > 0) and x.max() / x.min() > 20:
+                ax.set_xscale("log")
+        else:
+            da = da.transpose(*keep)
+            mesh = ax.imshow(da.values, origin="lower", aspect="auto", cmap="viridis")
+            ax.set_xticks(
+                range(da.sizes[keep[1]]),
+                [f"{v:.3g}" for v in da[keep[1]].values],
+                rotation=45,
+                fontsize=7,
+            )
+            ax.set_yticks(
+                range(da.sizes[keep[0]]), [f"{v:.3g}" for v in da[keep[0]].values], fontsize=7
+            )
+            ax.set_xlabel(keep[1])
+            ax.set_ylabel(keep[0])
+            fig.colorbar(mesh, ax=ax, label=labels.get(name, name))
+        ax.set_title(f"{labels.get(name, name)} (mean over instances)", fontsize=8)
+    return fig
+
+
+def _sweep_axes(collected: xr.Dataset) -> list[str]:
+    import json
+
+    raw = collected.attrs.get("sweep_axes")
+    return list(json.loads(raw)) if raw else []

@@ -191,13 +191,17 @@ def llc_diagnostics(result: LLCResult) -> xr.Dataset:
 @contextlib.contextmanager
 def _quiet_arviz():
     """ArviZ logs "Array contains NaN-value" for the excluded (NaN) divergent chains."""
-    logger = logging.getLogger("arviz")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    # ArviZ's logger is `arviz._log`, a Logger made outside logging's registry.
+    logger = getattr(az, "_log", None) or logging.getLogger("arviz")
+
+    def drop_nan_notice(record: logging.LogRecord) -> bool:
+        return "NaN-value" not in record.getMessage()
+
+    logger.addFilter(drop_nan_notice)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        logger.removeFilter(drop_nan_notice)
 
 
 def _calibration_checks(result: LLCResult, lead: list[str]) -> dict[str, xr.DataArray]:

@@ -98,7 +98,7 @@ def format_transitions(transitions: Sequence[Transition]) -> str:
         return "no transitions detected"
     header = (
         f"{'inst':>4} {'interval':>17} {'before':>7} {'after':>7} {'Δloss':>9} {'ΔLLC':>7} "
-        f"{'Δ|W|²':>7} {'Δgap':>7} {'conf':>5} {'driver':>8}  signals"
+        f"{'Δfeature_count':>14} {'Δeig_gap':>8} {'conf':>5} {'driver':>8}  signals"
     )
     lines = [header]
     for t in transitions:
@@ -109,7 +109,7 @@ def format_transitions(transitions: Sequence[Transition]) -> str:
         lines.append(
             f"{inst:>4} {interval:>17} {t.before or '-':>7} {t.after or '-':>7} "
             f"{_fmt(t.delta_loss):>9} {_fmt(t.delta_llc, '+.2f'):>7} "
-            f"{_fmt(t.delta_feature_count, '+.2f'):>7} {_fmt(t.delta_eig_gap, '+.2f'):>7} "
+            f"{_fmt(t.delta_feature_count, '+.2f'):>14} {_fmt(t.delta_eig_gap, '+.2f'):>8} "
             f"{t.confidence:>5.2f} {t.driver or '-':>8}  {signals}"
         )
     return "\n".join(lines)

@@ -28,6 +28,7 @@ def detect_run(
     *,
     instance: int | None = None,
     write: bool = True,
+    out_dir: str | Path | None = None,
     dpi: int = 120,
     **options: Any,
 ) -> list[Transition]:
@@ -35,11 +36,13 @@ def detect_run(
 
     Writes ``transitions.json`` (``{"transitions": [Transition.to_dict(), ...]}``) and
     ``transitions.png`` (:func:`tms_slt.plots.plot_transitions` for ``instance``, default the
-    one with the most configuration changes) into the run directory when ``write``.
-    ``options`` go to :func:`detect_dynamical`.
+    one with the most configuration changes) into ``out_dir`` (default the run directory)
+    when ``write``; neither may exist there yet. ``options`` go to :func:`detect_dynamical`.
 
     Raises:
         FileNotFoundError: no results.nc in ``run_dir``.
+        FileExistsError: ``out_dir`` already holds transitions.json.
+        ValueError: ``instance`` out of range, or an unreadable results.nc.
     """
     from tms_slt.io import RESULTS_FILE, read_dataset, write_json
 
@@ -48,16 +51,22 @@ def detect_run(
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: is {run_dir} a tms-slt run directory?")
     ds = read_dataset(path)
+    n_inst = ds.sizes.get("instance", 1)
+    if instance is not None and not 0 <= instance < n_inst:
+        raise ValueError(f"--instance must be in [0, {n_inst}), got {instance}")
+    out = run_dir if out_dir is None else Path(out_dir)
+    if write and (out / TRANSITIONS_FILE).exists():
+        raise FileExistsError(f"{out / TRANSITIONS_FILE} exists; tms-slt never overwrites it")
     transitions = detect_dynamical(ds, **options)
     if write:
+        out.mkdir(parents=True, exist_ok=True)
         write_json(
-            run_dir / TRANSITIONS_FILE,
+            out / TRANSITIONS_FILE,
             {"source": str(path), "transitions": [t.to_dict() for t in transitions]},
         )
         from tms_slt.plots import plot_transitions
 
-        n_inst = ds.sizes.get("instance", 1)
         shown = _figure_instance(transitions, n_inst) if instance is None else instance
         fig = plot_transitions(ds, transitions, instance=shown)
-        fig.savefig(run_dir / FIGURE_FILE, dpi=dpi)
+        fig.savefig(out / FIGURE_FILE, dpi=dpi)
     return transitions

