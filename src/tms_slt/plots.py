@@ -43,11 +43,15 @@ def plot_loss_llc(tracked: xr.Dataset, *, instance: int = 0, ax: Axes | None = N
         _draw_llc(ax.twinx(), ds, step)
     if "kgon" in ds:
         labels = ds["kgon"].values
+        last_x, row = -np.inf, 0
         for i in np.flatnonzero(labels[1:] != labels[:-1]) + 1:
             ax.axvline(step[i], color="0.7", linestyle=":", linewidth=1)
+            # Labels closer than ~0.15 decades would overlap: step them down a row.
+            row = row + 1 if np.log10(step[i]) - last_x < 0.15 else 0
+            last_x = np.log10(step[i])
             ax.annotate(
                 str(labels[i]),
-                (step[i], 1.0),
+                (step[i], 1.0 - 0.06 * (row % 4)),
                 xycoords=("data", "axes fraction"),
                 fontsize=7,
                 ha="left",
@@ -97,7 +101,13 @@ def _draw_llc(ax: Axes, ds: xr.Dataset, step: np.ndarray) -> None:
     )
     if np.isfinite(theory).any():
         ax.plot(
-            step, theory, "--", color="k", linewidth=1, label=r"$\lambda$ of the k-gon (theory)"
+            step,
+            theory,
+            "--",
+            color="k",
+            linewidth=1,
+            drawstyle="steps-post",
+            label=r"$\lambda$ of the k-gon (theory)",
         )
         ax.legend(fontsize=7, loc="center right")
     ax.set_ylabel(r"LLC $\hat\lambda$ (open: unreliable)", color="C3")
@@ -178,8 +188,9 @@ def plot_transitions(
     """
     fig = fig or Figure(figsize=(7, 6.5), layout="constrained")
     ds = tracked.isel(instance=instance) if "instance" in tracked.dims else tracked
+    ds = ds.isel(checkpoint=ds["checkpoint"].values > 0)  # a log axis has no step 0
     inst = int(ds["instance"]) if "instance" in ds.coords else None
-    step = np.maximum(ds["checkpoint"].values, 1)
+    step = ds["checkpoint"].values
     panels = [("loss", "loss", "log")]
     if "llc_mean" in ds:
         panels.append(("llc_mean", r"LLC $\hat\lambda$", "linear"))
@@ -187,12 +198,12 @@ def plot_transitions(
         panels.append(("feature_count", r"$\|W\|_F^2$", "linear"))
     axes = np.atleast_1d(fig.subplots(len(panels), 1, sharex=True))
     for ax, (var, ylabel, yscale) in zip(axes, panels, strict=True):
-        ax.plot(step, ds[var].values, marker=".", color="C0")
         if var == "llc_mean" and "llc_std" in ds:
-            m, s = ds["llc_mean"].values, ds["llc_std"].values
-            ax.fill_between(step, m - s, m + s, color="C0", alpha=0.2, linewidth=0)
+            _draw_llc(ax, ds, step)  # reliable estimates set the range, as in the quickstart
+        else:
+            ax.plot(step, ds[var].values, marker=".", color="C0")
+            ax.set_yscale(yscale)
         ax.set_xscale("log")
-        ax.set_yscale(yscale)
         ax.set_ylabel(ylabel)
         _shade_transitions(ax, transitions, inst)
     for t in transitions:
@@ -206,8 +217,25 @@ def plot_transitions(
                 va="bottom",
                 rotation=30,
             )
-    axes[-1].set_xlabel("step (step 0 drawn at 1)")
+    axes[-1].set_xlabel("step (log; step 0 not drawn)")
+    fig.suptitle(
+        f"transitions of instance {inst}" if inst is not None else "transitions", fontsize=10
+    )
+    _shading_legend(axes[0])
     return fig
+
+
+def _shading_legend(ax: Axes) -> None:
+    from matplotlib.patches import Patch
+
+    ax.legend(
+        handles=[
+            Patch(color="C1", alpha=0.35, label="transition (learning); darker: more confident"),
+            Patch(color="C2", alpha=0.35, label="transition (schedule of q)"),
+        ],
+        fontsize=7,
+        loc="upper right",
+    )
 
 
 def plot_eigenvalues(
@@ -220,13 +248,14 @@ def plot_eigenvalues(
     """Eigenvalues of WWᵀ against step (log x), transitions shaded."""
     fig, ax = _figure_and_axes(ax, figsize=(7, 3))
     ds = tracked.isel(instance=instance) if "instance" in tracked.dims else tracked
+    ds = ds.isel(checkpoint=ds["checkpoint"].values > 0)  # a log axis has no step 0
     inst = int(ds["instance"]) if "instance" in ds.coords else None
-    step = np.maximum(ds["checkpoint"].values, 1)
+    step = ds["checkpoint"].values
     ev = np.atleast_2d(ds["gram_eigenvalues"].transpose("checkpoint", ...).values)
     for j in range(ev.shape[-1]):
         ax.plot(step, ev[:, j], marker=".", label=rf"$\mu_{j + 1}$")
     ax.set_xscale("log")
-    ax.set_xlabel("step (step 0 drawn at 1)")
+    ax.set_xlabel("step (log; step 0 not drawn)")
     ax.set_ylabel(r"eigenvalues of $WW^\top$")
     ax.legend(fontsize=7)
     _shade_transitions(ax, transitions, inst)

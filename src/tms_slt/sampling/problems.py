@@ -184,10 +184,27 @@ def tms_problem(
 
 
 def as_dataset(dataset: Any) -> tuple[Tensor, ...]:
-    """A tensor or a tuple of tensors sharing their first (sample) dim."""
+    """A tensor or a tuple of tensors sharing their first (sample) dim; also what devinterp
+    users pass: a `torch.utils.data.DataLoader` (its dataset is used, every sample, since
+    minibatches are drawn here from the sampler's generator), a `TensorDataset`, or any
+    map-style `Dataset` whose items collate into tensors."""
+    from torch.utils.data import DataLoader, Dataset, TensorDataset, default_collate
+
+    if isinstance(dataset, DataLoader):
+        dataset = dataset.dataset
+    if isinstance(dataset, TensorDataset):
+        dataset = tuple(dataset.tensors)
+    elif isinstance(dataset, Dataset):
+        items = [dataset[i] for i in range(len(dataset))]  # type: ignore[arg-type]
+        if not items:
+            raise ValueError("the dataset is empty")
+        batch = default_collate(items)
+        dataset = tuple(batch) if isinstance(batch, list | tuple) else batch
     tensors = (dataset,) if isinstance(dataset, Tensor) else tuple(dataset or ())
     if not tensors or not all(isinstance(t, Tensor) for t in tensors):
-        raise ValueError("dataset must be a tensor or a tuple of tensors")
+        raise ValueError(
+            "dataset must be a tensor, a tuple of tensors, a torch Dataset or a DataLoader"
+        )
     n = tensors[0].shape[0]
     if any(t.shape[0] != n for t in tensors):
         raise ValueError("all dataset tensors must have the same first dimension")
@@ -224,7 +241,9 @@ def module_problem(
 
     def single_loss(params: tuple[Tensor, ...], batch: tuple[Tensor, ...]) -> Tensor:
         state = {**dict(zip(names, params, strict=True)), **buffers}
-        return loss_fn(lambda *args, **kw: functional_call(model, state, args, kw), batch)
+        out = loss_fn(lambda *args, **kw: functional_call(model, state, args, kw), batch)
+        # devinterp's `evaluate(model, batch)` may return (loss, outputs): take the loss
+        return out[0] if isinstance(out, tuple | list) else out
 
     anchor = tuple(v.detach() for v in values)
     with torch.no_grad():

@@ -176,6 +176,17 @@ class LLCResult:
         k = self.keep_params_every
         return torch.arange(1, self.num_draws // k + 1) * k
 
+    @property
+    def dataset(self) -> xr.Dataset:
+        """The estimate as xarray, with devinterp 2.x's names: `llc_mean`, `llc_std`,
+        `llc_per_chain`, `loss_trace` (…, chain, draw), `init_loss`, plus the diagnostics
+        (`reliable`, `reasons`, R-hat, ESS, MCSE) and the settings used (`to_xarray`)."""
+        ds = self.to_xarray()
+        diag = self.diagnostics
+        for name in ("reliable", "reasons", "rhat", "ess_bulk", "mcse", "standard_error"):
+            ds[name] = diag[name]
+        return ds
+
     @cached_property
     def diagnostics(self) -> xr.Dataset:
         """R-hat, ESS, MCSE of λ̂ and the reliability flags (see sampling.diagnostics)."""

@@ -123,11 +123,16 @@ def dask_client(
         import importlib.util
 
         dashboard = ":0" if importlib.util.find_spec("bokeh") else None
+        import logging
+
         return Client(
             n_workers=local_workers,
             threads_per_worker=1,
             processes=True,
             dashboard_address=dashboard,
+            # The cluster's own chatter ("Worker process still alive ...", ports) is not the
+            # user's business unless something fails.
+            silence_logs=logging.ERROR,
         )
     try:
         return Client(scheduler, timeout=timeout)
