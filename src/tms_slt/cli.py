@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -485,6 +486,50 @@ def _sweep_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_figures(args: argparse.Namespace) -> int:
+    """Rebuild paper/figures and paper/tables from saved results (paper/data), no training.
+
+    With --quick, first run every study's experiment scripts in quick mode (seconds) into a
+    new directory, then build the figures there: the pipeline end to end, paper/ untouched.
+    """
+    from tms_slt.io import default_run_dir
+    from tms_slt.paper import STUDIES, build
+
+    studies = args.studies or list(STUDIES)
+    unknown = [s for s in studies if s not in STUDIES]
+    if unknown:
+        raise ConfigError(f"unknown study {unknown[0]!r}; known: {', '.join(STUDIES)}")
+    if args.quick:
+        out = Path(args.out) if args.out else default_run_dir("figures-quick")
+        _refuse_existing(out)
+        data = out / "data"
+        for study in studies:
+            for name in STUDIES[study]:
+                _experiment(Path(args.experiments), study, name).run(data / name, quick=True)
+    else:
+        out = Path(args.out) if args.out else Path("paper")
+        data = Path(args.data) if args.data else Path("paper") / "data"
+    for study in studies:
+        built = build(study, data if args.quick else data / study, out)
+        for name, result in built.items():
+            print(f"{study}/{name}: " + ", ".join(str(f) for f in result.files))
+            print("  " + json.dumps(result.numbers, default=float))
+    return 0
+
+
+def _experiment(root: Path, study: str, name: str):
+    """experiments/<study>/<name>.py as a module (its `run(out, quick=...)`)."""
+    import importlib.util
+
+    path = root / study / f"{name}.py"
+    if not path.exists():
+        raise ConfigError(f"{path} not found: run from the repository root or pass --experiments")
+    spec = importlib.util.spec_from_file_location(f"tms_slt_experiment_{study}_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _positive_int(text: str) -> int:
     """argparse type: an integer ≥ 1 (a pool of 0 or −1 workers would compute nothing)."""
     try:
@@ -596,6 +641,7 @@ def build_parser() -> argparse.ArgumentParser:
         "train": (cmd_train, "train TMS instances and record their geometry"),
         "llc": (cmd_llc, "estimate the LLC at every checkpoint of a run directory"),
         "detect": (cmd_detect, "find phase transitions in a run directory (results.nc)"),
+        "figures": (cmd_figures, "rebuild paper/ figures and tables from saved results"),
         "calibrate": (cmd_calibrate, "choose the SGLD step size at one checkpoint (ε, nβ, γ grid)"),
     }
     for name, (handler, help_text) in commands.items():
@@ -614,6 +660,17 @@ def build_parser() -> argparse.ArgumentParser:
             )
         if name == "calibrate":
             _add_calibrate_arguments(p)
+        if name == "figures":
+            p.add_argument("studies", nargs="*", metavar="STUDY", help="default: every study")
+            p.add_argument(
+                "--quick",
+                action="store_true",
+                help="run the studies' experiments in quick mode into --out first (seconds)",
+            )
+            p.add_argument("--data", metavar="DIR", help="saved results (default paper/data)")
+            p.add_argument(
+                "--experiments", default="experiments", metavar="DIR", help="for --quick"
+            )
     _add_sweep_parser(sub)
     return parser
 

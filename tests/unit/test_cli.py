@@ -95,11 +95,13 @@ def trained_run(tmp_path, tiny_toml):
     return out
 
 
-def test_detect_writes_transitions(trained_run, capsys):
+def test_detect_writes_transitions(trained_run, tmp_path, capsys):
     capsys.readouterr()
-    assert main(["detect", str(trained_run)]) == 0
-    records = json.loads((trained_run / "transitions.json").read_text())["transitions"]
-    assert (trained_run / "transitions.png").stat().st_size > 0
+    out = tmp_path / "det"
+    assert main(["detect", str(trained_run), "--out", str(out)]) == 0
+    records = json.loads((out / "transitions.json").read_text())["transitions"]
+    assert (out / "transitions.png").stat().st_size > 0
+    assert main(["detect", str(trained_run), "--out", str(out)]) == 1  # never overwritten
     printed = capsys.readouterr().out
     assert ("interval" in printed) == bool(records)
     assert main(["detect", str(trained_run), "--min-confidence", "2"]) == 2

@@ -34,6 +34,7 @@ from tms_slt.transitions.changepoints import (
 from tms_slt.transitions.dynamical import SIGNALS, detect_dynamical
 from tms_slt.transitions.phase_diagram import (
     TWO_FEATURE_PHASES,
+    superposition_onset_density,
     two_feature_boundary,
     two_feature_labels,
     two_feature_losses,
@@ -62,6 +63,7 @@ __all__ = [
     "posterior_phase_fractions",
     "refine_boundary",
     "smooth",
+    "superposition_onset_density",
     "track",
     "two_feature_boundary",
     "two_feature_labels",

@@ -202,3 +202,21 @@ def two_feature_boundary(
         )
         return replace(t, coords=(("density", fixed),))
     raise ValueError(f"axis must be 'density' or 'relative_importance', got {axis!r}")
+
+
+def superposition_onset_density(
+    relative_importance: np.ndarray, lo: np.ndarray, hi: np.ndarray, *, tol: float = 0.01
+) -> np.ndarray:
+    """Per r, the density p in [lo, hi] where the exact phase changes between "antipodal"
+    (superposition) and not: bisection in log p, all rows at once (one batched antipodal
+    optimisation per step), until log10(hi/lo) ≤ `tol` decades; the geometric midpoint."""
+    r = np.asarray(relative_importance, dtype=np.float64)
+    lo, hi = np.array(lo, dtype=np.float64), np.array(hi, dtype=np.float64)
+    at_lo = np.asarray(two_feature_phase(r, lo)) == "antipodal"
+    if (at_lo == (np.asarray(two_feature_phase(r, hi)) == "antipodal")).any():
+        raise ValueError("every row needs superposition at exactly one end of [lo, hi]")
+    while np.log10(hi / lo).max() > tol:
+        mid = np.sqrt(lo * hi)
+        same = (np.asarray(two_feature_phase(r, mid)) == "antipodal") == at_lo
+        lo, hi = np.where(same, mid, lo), np.where(same, hi, mid)
+    return np.sqrt(lo * hi)

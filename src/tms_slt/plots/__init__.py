@@ -268,27 +268,32 @@ def plot_phase_diagram(
     transitions: Sequence = (),
     analytic: Sequence = (),
     ax: Axes | None = None,
+    categories: Sequence[str] | None = None,
 ) -> Figure:
     """A 2-d phase diagram: categorical ``labels`` over two coordinates (x = last dim).
 
     ``transitions`` (from `detect_sweep`, drawn as bars spanning their interval at their
     ``coords``) and ``analytic`` boundaries (same record type, e.g. from
     `two_feature_boundary`, drawn as black crosses) are overlaid. Log axes are used for
-    coordinates spanning more than a decade.
+    coordinates spanning more than a decade. `categories` fixes the colour of each label
+    (in that order), so several diagrams can share one legend.
     """
     fig, ax = _figure_and_axes(ax, figsize=(5, 4))
     if labels.ndim != 2:
         raise ValueError(f"labels must be 2-d, got dims {labels.dims}")
     ydim, xdim = labels.dims
     x, y = labels[xdim].values.astype(float), labels[ydim].values.astype(float)
-    names = sorted({str(v) for v in labels.values.ravel()})
+    present = {str(v) for v in labels.values.ravel()}
+    # Fixed `categories` keep one colour per label across panels that show different subsets.
+    names = list(categories) + sorted(present - set(categories)) if categories else sorted(present)
     codes = np.vectorize(names.index)(labels.values.astype(str))
     from matplotlib import colormaps
 
     cmap = colormaps["Pastel1"]  # 9 colours: code i ↦ cmap(i / 8)
     ax.pcolormesh(x, y, codes % 9, shading="nearest", cmap=cmap, vmin=0, vmax=8)
     for i, name in enumerate(names):
-        ax.plot([], [], "s", color=cmap((i % 9) / 8), label=name)
+        if name in present:
+            ax.plot([], [], "s", color=cmap((i % 9) / 8), label=name)
     for t in transitions:
         other = dict(t.coords)
         if t.axis == xdim and ydim in other:
@@ -418,3 +423,14 @@ def _sweep_axes(collected: xr.Dataset) -> list[str]:
 
     raw = collected.attrs.get("sweep_axes")
     return list(json.loads(raw)) if raw else []
+
+
+from tms_slt.plots.elhage import (  # noqa: E402  (the study figures build on the ones above)
+    plot_feature_dimensionality as plot_feature_dimensionality,
+)
+from tms_slt.plots.elhage import (  # noqa: E402
+    plot_superposition_grid as plot_superposition_grid,
+)
+from tms_slt.plots.elhage import (  # noqa: E402
+    plot_two_feature_phase_diagrams as plot_two_feature_phase_diagrams,
+)
