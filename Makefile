@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 OUT ?=
 
-.PHONY: quickstart test check lint venv-core venv-test
+.PHONY: quickstart test check lint venv-core venv-test paper paper-data
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,3 +28,18 @@ test: venv-test
 	$(BIN)/python -m pytest
 
 check: test
+
+# paper/: `make paper` rebuilds every figure, table and write-up from the saved results in
+# paper/data (no training); `make paper-data` first runs each experiment whose results are
+# missing (full mode; an existing result is never overwritten: delete it to rerun).
+ELHAGE := superposition_vs_sparsity phase_diagram feature_dimensionality
+
+paper-data: venv-core
+	@for s in $(ELHAGE); do \
+		if [ ! -f paper/data/elhage2022/$$s/results.nc ]; then \
+			$(BIN)/python experiments/elhage2022/$$s.py || exit 1; \
+		fi; \
+	done
+
+paper: venv-core
+	$(BIN)/tms-slt figures

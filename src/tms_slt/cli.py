@@ -336,7 +336,7 @@ def _calibrate_benchmark(args: argparse.Namespace) -> int:
     import torch
 
     from tms_slt.io import save_run
-    from tms_slt.sampling.calibrate import (
+    from tms_slt.sampling.benchmark import (
         BENCHMARK_LOCALIZATION,
         BENCHMARK_NBETA,
         BENCHMARK_STEP_SIZES,

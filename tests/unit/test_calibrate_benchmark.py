@@ -10,7 +10,7 @@ import torch
 
 from tms_slt.cli import main
 from tms_slt.io import read_dataset
-from tms_slt.sampling.calibrate import calibrate_known, known_llc_models
+from tms_slt.sampling.benchmark import calibrate_known, known_llc_models
 
 # A row of the benchmark table: model, ε, nβ, γ, λ̂, λ, relative error, MCSE, R-hat,
 # divergent fraction, MALA acceptance (a "-" where a diverged setting has no value).

@@ -13,9 +13,11 @@ from this quadratic model (Lau et al. 2023, arXiv 2308.12108, §4 and appendix):
   must cover a few times 1/(ε(nβ h_soft + γ)) steps.
 
 `probe` measures the spectrum at every anchor (one batched autograd graph: the exact
-Hessian for d ≤ `FULL_HESSIAN_MAX_PARAMS`, a Lanczos estimate of its extremes above);
-`predicted_bias` evaluates the quadratic model for given settings; `auto_settings` picks
-ε, γ and the burn-in that keep each bias small. Directions with h ≈ 0 (symmetries, the
+Hessian for d ≤ `FULL_HESSIAN_MAX_PARAMS`, a Lanczos estimate of its extremes above), and
+says how far w* is from a minimum (`newton_shift`, `is_saddle`) and whether the chains
+sample where the loss is still quadratic (`curvature_ratio`). `sampling.settings` turns the
+spectrum into ε, γ and a chain length (`auto_settings`) and evaluates the quadratic model's
+biases for any settings (`predicted_bias`). Directions with h ≈ 0 (symmetries, the
 flat set of a Morse–Bott minimum, singular directions) are excluded from h_soft: a flat
 direction adds nothing to λ̂ whatever γ is, and the curvature of a singular direction at
 the posterior's scale is measured by probing again at the end of a pilot run.
@@ -318,107 +320,6 @@ def combine(anchor: Curvature, pilot: Curvature) -> Curvature:
     return dataclasses.replace(anchor, pilot_h_max=pilot_max)
 
 
-#: γ = C_LOCALIZATION · nβ · h_soft: the softest curved direction keeps k/(k+γ) ≥ 95%.
-C_LOCALIZATION = 0.05
-#: ... and at most C_SINGULAR · √(nβ h_max): a direction where L_n grows like h_max·t⁴
-#: has posterior width t ≈ (nβ h_max)^(−1/4), and γt² ≪ 1 keeps the localization off it.
-C_SINGULAR = 0.1
-#: ε = C_STEP / (nβ h_max + γ): the stiffest direction's variance is inflated by ≤ 2.6%.
-C_STEP = 0.1
-#: Burn-in and post-burn-in draws, in units of the slowest relaxation time (`slowest_rate`).
-BURNIN_TAUS = 2.0
-SAMPLE_TAUS = 16.0
-#: Bounds on the automatic number of draws (burn-in included).
-MIN_DRAWS, MAX_DRAWS = 500, 20_000
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Per-anchor SGLD settings (each (...)) and a common chain length."""
-
-    step_size: Tensor
-    localization: Tensor
-    num_burnin: int
-    num_draws: int
-
-
-def predicted_bias(
-    curvature: Curvature,
-    nbeta: Tensor | float,
-    step_size: Tensor | float,
-    localization: Tensor | float,
-    num_burnin: int,
-    num_draws: int,
-) -> dict[str, Tensor]:
-    """Relative bias of λ̂ in the quadratic model of the chain, per anchor (...).
-
-    Over the curved directions (k_i = nβ h_i above the null threshold), with γ, ε, burn-in B
-    and T draws, λ̂ → ½ Σ_i k_i · v_i where v_i = 1/((k_i+γ)(1 − ε(k_i+γ)/4)) · r_i and
-    r_i = 1 − mean_{B≤t<T} exp(−ε(k_i+γ)t) (the variance relaxing from 0 at the anchor);
-    the truth in this model is ½ · (number of curved directions). Returns "localization",
-    "discretization", "burnin" (each with the other two biases off) and "total".
-    """
-    ev = curvature.eigenvalues
-    curved = ev > curvature.null_threshold[..., None]
-    nb = torch.as_tensor(nbeta, dtype=torch.float64)[..., None]
-    eps = torch.as_tensor(step_size, dtype=torch.float64)[..., None]
-    gam = torch.as_tensor(localization, dtype=torch.float64)[..., None]
-    k = nb * ev.clamp(min=0.0)
-    a = eps * (k + gam)
-    loc = k / (k + gam).clamp(min=1e-300)
-    disc = 1.0 / (1.0 - a / 4).clamp(min=1e-6)
-    span = max(num_draws - num_burnin, 1)
-    decay = (torch.exp(-a * num_burnin) - torch.exp(-a * num_draws)) / (a * span).clamp(min=1e-300)
-    relax = 1.0 - decay.clamp(max=1.0)
-    n_curved = curved.sum(-1).clamp(min=1)
-
-    def rel(factor: Tensor) -> Tensor:  # 0 where no direction is curved: nothing to model
-        mean = torch.where(curved, factor, torch.zeros_like(factor)).sum(-1) / n_curved
-        return torch.where(curved.any(-1), mean - 1.0, torch.zeros_like(mean))
-
-    k_plain = k / (k + gam).clamp(min=1e-300)  # with γ: the localized variance is 1/(k+γ)
-    return {
-        "localization": rel(loc),
-        "discretization": rel(disc),
-        "burnin": rel(relax),
-        "total": rel(k_plain * disc * relax),
-    }
-
-
-def auto_settings(curvature: Curvature, nbeta: Tensor | float) -> Settings:
-    """γ, ε per anchor and the chain length from the Hessian spectrum (see the module doc).
-
-    γ = min(C_LOCALIZATION · nβ h_soft, C_SINGULAR · √(nβ h_max)),
-    ε = C_STEP / (nβ h_max + γ), and `chain_length`. Anchors with a vanishing Hessian
-    (h_max = 0) get ε from a unit curvature; `estimate_llc` probes them again after a pilot.
-    """
-    nb = torch.as_tensor(nbeta, dtype=torch.float64)
-    h_max = curvature.h_max
-    h_soft = curvature.h_soft
-    flat = h_max <= 0
-    h_max = torch.where(flat, torch.ones_like(h_max), h_max)
-    h_soft = torch.where(flat | (h_soft <= 0), h_max, h_soft)
-    gamma = torch.minimum(C_LOCALIZATION * nb * h_soft, C_SINGULAR * (nb * h_max).sqrt())
-    eps = C_STEP / (nb * h_max + gamma)
-    draws, burnin = chain_length(curvature, nbeta, eps, gamma, "auto", "auto")
-    return Settings(step_size=eps, localization=gamma, num_burnin=burnin, num_draws=draws)
-
-
-def slowest_rate(curvature: Curvature, nbeta: Any, step_size: Any, localization: Any) -> Tensor:
-    """(...) the slowest relaxation rate per step, ε·(k_slow + γ), of the directions that
-    count: the softest curved one, k = nβ h_soft, and, where the Hessian has null
-    directions that may be singular rather than flat, a quartic one at its posterior scale,
-    k ≈ √(nβ h_max)."""
-    nb = torch.as_tensor(nbeta, dtype=torch.float64)
-    h_max = curvature.h_max.clamp(min=1e-300)
-    soft = torch.where(curvature.h_soft > 0, curvature.h_soft, h_max)
-    k = nb * soft
-    has_null = curvature.num_curved < curvature.eigenvalues.shape[-1]
-    k = torch.where(has_null, torch.minimum(k, (nb * h_max).sqrt()), k)
-    eps = torch.as_tensor(step_size, dtype=torch.float64)
-    return eps * (k + torch.as_tensor(localization, dtype=torch.float64))
-
-
 #: w* counts as near a minimum when a Newton step would lower nβ·L_n by at most this
 #: fraction of the quadratic model's λ (½ × the number of curved directions; the same bound
 #: as `diagnostics.MAX_NEWTON_SHIFT`) and no Hessian eigenvalue is below
@@ -442,32 +343,3 @@ def is_saddle(curvature: Curvature) -> Tensor:
 def near_minimum(curvature: Curvature, nbeta: Any) -> Tensor:
     """(...) w* passes both the Newton-shift and the saddle check."""
     return (newton_shift(curvature, nbeta) <= MAX_NEWTON_SHIFT) & ~is_saddle(curvature)
-
-
-def chain_length(
-    curvature: Curvature,
-    nbeta: Any,
-    step_size: Any,
-    localization: Any,
-    num_draws: Any,
-    num_burnin: Any,
-) -> tuple[int, int]:
-    """(draws, burn-in): the given values, or BURNIN_TAUS and then SAMPLE_TAUS relaxation
-    times 1/`slowest_rate` of the slowest anchor (draws within MIN_DRAWS..MAX_DRAWS)."""
-    rate = slowest_rate(curvature, nbeta, step_size, localization)
-    near = near_minimum(curvature, nbeta)
-    if bool(near.any()):  # λ̂ is meaningless elsewhere: let those not set the length
-        rate = rate[near]
-    slowest = float((1.0 / rate).max()) if rate.numel() else 1.0
-    if not math.isfinite(slowest):
-        slowest = float(MAX_DRAWS)
-    burnin = math.ceil(BURNIN_TAUS * slowest)
-    if num_draws == "auto":
-        draws = burnin + math.ceil(SAMPLE_TAUS * slowest)
-        draws = min(max(draws, MIN_DRAWS), MAX_DRAWS)
-        if num_burnin != "auto":
-            draws = max(draws, num_burnin + MIN_DRAWS // 2)
-    else:
-        draws = num_draws
-    burnin = min(burnin, draws // 2) if num_burnin == "auto" else num_burnin
-    return draws, burnin

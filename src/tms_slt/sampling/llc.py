@@ -14,7 +14,6 @@ by about nβ(L_n(w*) − L_n(ŵ)) (negative estimates are flagged, see diagnosti
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -22,12 +21,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tms_slt.config import LLC_BACKENDS
 from tms_slt.models import TMSParams, get_activation
-from tms_slt.sampling import curvature
+from tms_slt.sampling.backends import BACKENDS, resolve_backend, sample
 from tms_slt.sampling.chains import Traces, draw_noise, run_chains
 from tms_slt.sampling.problems import Problem, module_problem, potential_problem, tms_problem
 from tms_slt.sampling.result import DIVERGENCE_FACTOR, LLCResult, compute_llc, default_nbeta
+from tms_slt.sampling.settings import choose_settings, curvature_ratio_at_ends, per_anchor
 from tms_slt.sampling.sgld import SGLD, Coefficient
 
 if TYPE_CHECKING:
@@ -302,9 +301,9 @@ def estimate_llc(
     kernel = SGLD(
         problem.loss_and_grad,
         problem.event_ndims,
-        step_size=_per_anchor(settings.step_size),
+        step_size=per_anchor(settings.step_size),
         nbeta=nbeta,
-        localization=_per_anchor(settings.localization),
+        localization=per_anchor(settings.localization),
         weight_decay=weight_decay,
         bounding_box=bounding_box,
         mala=mala,
@@ -319,7 +318,7 @@ def estimate_llc(
         keep_params_every=keep_params_every or (num_draws if curv is not None else None),
     )
     if curv is not None:
-        calibration["curvature_ratio"] = _curvature_ratio(problem, curv, traces, generator)
+        calibration["curvature_ratio"] = curvature_ratio_at_ends(problem, curv, traces, generator)
         if keep_params_every is None:
             traces = traces._replace(params=None)
     accept = None if traces.mala_accept is None else traces.mala_accept[..., ::thin]
@@ -337,22 +336,6 @@ def estimate_llc(
         thin=thin,
         calibration=calibration,
     )
-
-
-def _curvature_ratio(
-    problem: Problem, curv: curvature.Curvature, traces: Traces, generator: torch.Generator
-) -> Tensor:
-    """`curvature.curvature_ratio` at the last kept position of the first chains."""
-    ends = tuple(
-        p.select(p.ndim - k - 1, -1).narrow(
-            p.ndim - k - 2, 0, min(PILOT_PROBED_CHAINS, p.shape[p.ndim - k - 2])
-        )
-        for p, k in zip(traces.params, problem.event_ndims, strict=True)
-    )
-    finite = all(bool(torch.isfinite(e).all()) for e in ends)
-    if curv.eigenvectors is None or not finite:
-        return torch.full(curv.h_max.shape, math.nan, dtype=torch.float64)
-    return curvature.curvature_ratio(curv, curvature.hessian_at(problem, ends, generator))
 
 
 def _auto_flags(*values: Any) -> dict[str, bool]:
@@ -377,13 +360,6 @@ def _placeholder_draws(auto: dict[str, bool], num_draws: Any, num_burnin: Any) -
     return max(num_burnin, 0) + 1
 
 
-def _per_anchor(value: Tensor | float) -> Tensor | float:
-    """A per-anchor (...) coefficient with room for the chain dim: (..., 1)."""
-    if isinstance(value, Tensor) and value.ndim:
-        return value.to(torch.float32).unsqueeze(-1)
-    return float(value)
-
-
 def _check_anchor_loss(problem: Problem) -> None:
     bad = ~torch.isfinite(problem.init_loss)
     if bool(bad.any()):
@@ -392,199 +368,3 @@ def _check_anchor_loss(problem: Problem) -> None:
             f"the loss at the anchor is not finite (at index {where} of {problem.dims}): "
             "the LLC needs a finite loss at w*; check the parameters and the data"
         )
-
-
-#: Steps of each pilot run that measures the curvature where the chains go (auto ε). Pilots
-#: repeat (at most MAX_PILOT_ROUNDS) while the ε they propose exceeds PILOT_GROWTH times the
-#: ε they ran at: ε never grows much beyond a value seen to be stable, and near a singular
-#: minimum each pilot reaches further towards the posterior's scale.
-PILOT_STEPS = 200
-MAX_PILOT_ROUNDS = 6
-PILOT_GROWTH = 4.0
-#: The curvature is probed at the end points of this many pilot chains per anchor.
-PILOT_PROBED_CHAINS = 2
-
-
-def _pilot_round(
-    problem: Problem,
-    curv: curvature.Curvature,
-    nbeta: Any,
-    eps: Tensor,
-    gam: Tensor,
-    auto_localization: bool,
-    generator: torch.Generator,
-    backend: str,
-    weight_decay: float,
-    bounding_box: float | None,
-) -> tuple[curvature.Curvature, Tensor, Tensor]:
-    """One pilot: PILOT_STEPS steps at (ε, γ), then the curvature at the chains' ends raises
-    h_max (`curvature.combine`) and the proposed ε, γ follow. Anchors whose pilot diverged
-    get ε/10 proposed."""
-    pilot = SGLD(
-        problem.loss_and_grad,
-        problem.event_ndims,
-        step_size=_per_anchor(eps),
-        nbeta=nbeta,
-        localization=_per_anchor(gam),
-        weight_decay=weight_decay,
-        bounding_box=bounding_box,
-    )
-    traces = sample(
-        problem, pilot, PILOT_STEPS, generator, backend=backend, keep_params_every=PILOT_STEPS
-    )
-    ends = tuple(  # (..., chain ≤ PILOT_PROBED_CHAINS, *event): the chains' last positions
-        p.select(p.ndim - k - 1, 0).narrow(
-            p.ndim - k - 2, 0, min(PILOT_PROBED_CHAINS, p.shape[p.ndim - k - 2])
-        )
-        for p, k in zip(traces.params, problem.event_ndims, strict=True)
-    )
-    finite = torch.ones(curv.h_max.shape, dtype=torch.bool)
-    for e, k in zip(ends, problem.event_ndims, strict=True):
-        finite &= torch.isfinite(e).flatten(e.ndim - k - 1).all(-1).cpu()
-    if not bool(finite.all()):
-        return curv, torch.where(finite, eps, eps / 10), gam
-    curv = curvature.combine(curv, curvature.probe(problem, generator, params=ends, gradient=False))
-    auto = curvature.auto_settings(curv, nbeta)
-    if auto_localization:
-        return curv, auto.step_size, auto.localization
-    nb = torch.as_tensor(nbeta, dtype=torch.float64)
-    return curv, curvature.C_STEP / (nb * curv.h_max.clamp(min=1e-300) + gam), gam
-
-
-def choose_settings(
-    problem: Problem,
-    nbeta: float | Tensor,
-    *,
-    step_size: Any,
-    localization: Any,
-    num_draws: Any,
-    num_burnin: Any,
-    generator: torch.Generator,
-    backend: str = "auto",
-    weight_decay: float = 0.0,
-    bounding_box: float | None = None,
-) -> tuple[curvature.Settings, dict[str, Any], curvature.Curvature | None]:
-    """The SGLD settings per anchor, automatic where asked, and the evidence for them.
-
-    The curvature of L_n is probed at every anchor (`curvature.probe`). For an automatic ε
-    a pilot of PILOT_STEPS steps then runs at the anchor-based settings and the curvature is
-    probed again at the chains' end points (`curvature.combine`): near a singular minimum
-    the stiffness grows away from w*. γ, ε and the chain length follow
-    `curvature.auto_settings`; given values are kept. Returns the settings, a record
-    (each entry per anchor, or a string) for `LLCResult.calibration`, and the anchor's
-    `Curvature` (None where there is nothing to probe).
-    """
-    if problem.loss_fn is None:  # nothing to probe: only given settings can run
-        if any(isinstance(v, str) for v in (step_size, localization, num_draws, num_burnin)):
-            raise ValueError("automatic settings need a differentiable loss; pass numbers")
-        settings = curvature.Settings(
-            torch.as_tensor(step_size), torch.as_tensor(localization), num_burnin, num_draws
-        )
-        return settings, {}, None
-    curv = curvature.probe(problem, generator)
-    auto = curvature.auto_settings(curv, nbeta)
-    eps = auto.step_size if step_size == "auto" else torch.as_tensor(step_size)
-    gam = auto.localization if localization == "auto" else torch.as_tensor(localization)
-    if step_size == "auto":
-        for _ in range(MAX_PILOT_ROUNDS):
-            tried = eps
-            curv, proposed, gam = _pilot_round(
-                problem,
-                curv,
-                nbeta,
-                eps,
-                gam,
-                localization == "auto",
-                generator,
-                backend,
-                weight_decay,
-                bounding_box,
-            )
-            eps = torch.minimum(proposed, PILOT_GROWTH * tried)
-            if bool((proposed <= PILOT_GROWTH * tried).all()):
-                break
-    draws, burnin = curvature.chain_length(curv, nbeta, eps, gam, num_draws, num_burnin)
-    settings = curvature.Settings(eps, gam, burnin, draws)
-    bias = curvature.predicted_bias(curv, nbeta, eps, gam, burnin, draws)
-    record: dict[str, Any] = {
-        "step_size": torch.as_tensor(eps, dtype=torch.float64).expand(curv.h_max.shape),
-        "localization": torch.as_tensor(gam, dtype=torch.float64).expand(curv.h_max.shape),
-        "hessian_max": curv.h_max,
-        "hessian_soft": curv.h_soft,
-        "hessian_min": curv.h_min,
-        "num_curved": curv.num_curved,
-        "newton_drop": curv.newton_drop,
-        "newton_shift": curvature.newton_shift(curv, nbeta),
-        "saddle": curvature.is_saddle(curv),
-        "grad_norm": curv.grad_norm,
-        **{f"predicted_bias_{k}": v for k, v in bias.items()},
-        "mode": ", ".join(
-            f"{k}={'auto' if isinstance(v, str) else 'given'}"
-            for k, v in (
-                ("step_size", step_size),
-                ("localization", localization),
-                ("num_draws", num_draws),
-                ("num_burnin", num_burnin),
-            )
-        ),
-    }
-    return settings, record, curv
-
-
-BACKENDS = LLC_BACKENDS
-
-
-def resolve_backend(backend: str, problem: Problem, kernel: SGLD) -> str:
-    """ "native", "torch" or "compile" for this problem; see `estimate_llc(backend=...)`.
-
-    Raises:
-        ValueError: an unknown backend, or "native" where the fused kernel cannot run
-            (the reason: not a TMS target, not CPU/float32, no C compiler, ...).
-    """
-    from tms_slt.sampling import native
-
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend in ("torch", "compile"):
-        return backend
-    reason = native.unsupported(problem.tms, kernel)
-    if reason is None:
-        try:
-            native.load_library(*problem.tms.W.shape[-2:])
-        except native.NativeUnavailableError as err:
-            reason = str(err)
-    if reason is None:
-        return "native"
-    if backend == "native":
-        raise ValueError(f"backend='native' is unavailable: {reason}")
-    return "torch"
-
-
-def sample(
-    problem: Problem,
-    kernel: SGLD,
-    num_draws: int,
-    generator: torch.Generator,
-    progress: bool = False,
-    *,
-    backend: str = "auto",
-    keep_params_every: int | None = None,
-) -> Traces:
-    """Run the chains of `problem` with `kernel` on the chosen backend (`resolve_backend`)."""
-    chosen = resolve_backend(backend, problem, kernel)
-    if chosen == "native":
-        from tms_slt.sampling.native import run_tms_chains
-
-        return run_tms_chains(
-            problem.tms, kernel, num_draws, generator, progress, keep_params_every=keep_params_every
-        )
-    return run_chains(
-        kernel,
-        problem.params,
-        problem.sample_batch,
-        num_draws,
-        generator,
-        progress,
-        compile=chosen == "compile",
-        keep_params_every=keep_params_every,
-    )

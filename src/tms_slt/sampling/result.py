@@ -61,7 +61,7 @@ class LLCResult:
             used, the Hessian's largest, softest-curved and smallest eigenvalues at w*
             (`hessian_max`, `hessian_soft`, `hessian_min`), `num_curved`, `newton_drop`
             (how much loss a Newton step would still remove from w*), `grad_norm`, the
-            quadratic model's `predicted_bias_*` of λ̂ (`sampling.curvature.predicted_bias`),
+            quadratic model's `predicted_bias_*` of λ̂ (`sampling.settings.predicted_bias`),
             and `mode` (which settings were automatic). See `estimate_llc`.
     """
 

@@ -1,0 +1,309 @@
+"""The sampler's settings per anchor: automatic where asked (from the curvature of L_n and
+pilot runs), and the evidence recorded with them (`LLCResult.calibration`)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from tms_slt.sampling import curvature
+from tms_slt.sampling import curvature as curvature_
+from tms_slt.sampling.backends import sample
+from tms_slt.sampling.chains import Traces
+from tms_slt.sampling.problems import Problem
+from tms_slt.sampling.sgld import SGLD
+
+#: Steps of each pilot run that measures the curvature where the chains go (auto ε). Pilots
+#: repeat (at most MAX_PILOT_ROUNDS) while the ε they propose exceeds PILOT_GROWTH times the
+#: ε they ran at: ε never grows much beyond a value seen to be stable, and near a singular
+#: minimum each pilot reaches further towards the posterior's scale.
+PILOT_STEPS = 200
+MAX_PILOT_ROUNDS = 6
+PILOT_GROWTH = 4.0
+#: The curvature is probed at the end points of this many pilot chains per anchor.
+PILOT_PROBED_CHAINS = 2
+
+
+#: γ = C_LOCALIZATION · nβ · h_soft: the softest curved direction keeps k/(k+γ) ≥ 95%.
+C_LOCALIZATION = 0.05
+#: ... and at most C_SINGULAR · √(nβ h_max): a direction where L_n grows like h_max·t⁴
+#: has posterior width t ≈ (nβ h_max)^(−1/4), and γt² ≪ 1 keeps the localization off it.
+C_SINGULAR = 0.1
+#: ε = C_STEP / (nβ h_max + γ): the stiffest direction's variance is inflated by ≤ 2.6%.
+C_STEP = 0.1
+#: Burn-in and post-burn-in draws, in units of the slowest relaxation time (`slowest_rate`).
+BURNIN_TAUS = 2.0
+SAMPLE_TAUS = 16.0
+#: Bounds on the automatic number of draws (burn-in included).
+MIN_DRAWS, MAX_DRAWS = 500, 20_000
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Per-anchor SGLD settings (each (...)) and a common chain length."""
+
+    step_size: Tensor
+    localization: Tensor
+    num_burnin: int
+    num_draws: int
+
+
+def predicted_bias(
+    curvature: curvature_.Curvature,
+    nbeta: Tensor | float,
+    step_size: Tensor | float,
+    localization: Tensor | float,
+    num_burnin: int,
+    num_draws: int,
+) -> dict[str, Tensor]:
+    """Relative bias of λ̂ in the quadratic model of the chain, per anchor (...).
+
+    Over the curved directions (k_i = nβ h_i above the null threshold), with γ, ε, burn-in B
+    and T draws, λ̂ → ½ Σ_i k_i · v_i where v_i = 1/((k_i+γ)(1 − ε(k_i+γ)/4)) · r_i and
+    r_i = 1 − mean_{B≤t<T} exp(−ε(k_i+γ)t) (the variance relaxing from 0 at the anchor);
+    the truth in this model is ½ · (number of curved directions). Returns "localization",
+    "discretization", "burnin" (each with the other two biases off) and "total".
+    """
+    ev = curvature.eigenvalues
+    curved = ev > curvature.null_threshold[..., None]
+    nb = torch.as_tensor(nbeta, dtype=torch.float64)[..., None]
+    eps = torch.as_tensor(step_size, dtype=torch.float64)[..., None]
+    gam = torch.as_tensor(localization, dtype=torch.float64)[..., None]
+    k = nb * ev.clamp(min=0.0)
+    a = eps * (k + gam)
+    loc = k / (k + gam).clamp(min=1e-300)
+    disc = 1.0 / (1.0 - a / 4).clamp(min=1e-6)
+    span = max(num_draws - num_burnin, 1)
+    decay = (torch.exp(-a * num_burnin) - torch.exp(-a * num_draws)) / (a * span).clamp(min=1e-300)
+    relax = 1.0 - decay.clamp(max=1.0)
+    n_curved = curved.sum(-1).clamp(min=1)
+
+    def rel(factor: Tensor) -> Tensor:  # 0 where no direction is curved: nothing to model
+        mean = torch.where(curved, factor, torch.zeros_like(factor)).sum(-1) / n_curved
+        return torch.where(curved.any(-1), mean - 1.0, torch.zeros_like(mean))
+
+    k_plain = k / (k + gam).clamp(min=1e-300)  # with γ: the localized variance is 1/(k+γ)
+    return {
+        "localization": rel(loc),
+        "discretization": rel(disc),
+        "burnin": rel(relax),
+        "total": rel(k_plain * disc * relax),
+    }
+
+
+def auto_settings(curvature: curvature_.Curvature, nbeta: Tensor | float) -> Settings:
+    """γ, ε per anchor and the chain length from the Hessian spectrum (see the module doc).
+
+    γ = min(C_LOCALIZATION · nβ h_soft, C_SINGULAR · √(nβ h_max)),
+    ε = C_STEP / (nβ h_max + γ), and `chain_length`. Anchors with a vanishing Hessian
+    (h_max = 0) get ε from a unit curvature; `estimate_llc` probes them again after a pilot.
+    """
+    nb = torch.as_tensor(nbeta, dtype=torch.float64)
+    h_max = curvature.h_max
+    h_soft = curvature.h_soft
+    flat = h_max <= 0
+    h_max = torch.where(flat, torch.ones_like(h_max), h_max)
+    h_soft = torch.where(flat | (h_soft <= 0), h_max, h_soft)
+    gamma = torch.minimum(C_LOCALIZATION * nb * h_soft, C_SINGULAR * (nb * h_max).sqrt())
+    eps = C_STEP / (nb * h_max + gamma)
+    draws, burnin = chain_length(curvature, nbeta, eps, gamma, "auto", "auto")
+    return Settings(step_size=eps, localization=gamma, num_burnin=burnin, num_draws=draws)
+
+
+def slowest_rate(
+    curvature: curvature_.Curvature, nbeta: Any, step_size: Any, localization: Any
+) -> Tensor:
+    """(...) the slowest relaxation rate per step, ε·(k_slow + γ), of the directions that
+    count: the softest curved one, k = nβ h_soft, and, where the Hessian has null
+    directions that may be singular rather than flat, a quartic one at its posterior scale,
+    k ≈ √(nβ h_max)."""
+    nb = torch.as_tensor(nbeta, dtype=torch.float64)
+    h_max = curvature.h_max.clamp(min=1e-300)
+    soft = torch.where(curvature.h_soft > 0, curvature.h_soft, h_max)
+    k = nb * soft
+    has_null = curvature.num_curved < curvature.eigenvalues.shape[-1]
+    k = torch.where(has_null, torch.minimum(k, (nb * h_max).sqrt()), k)
+    eps = torch.as_tensor(step_size, dtype=torch.float64)
+    return eps * (k + torch.as_tensor(localization, dtype=torch.float64))
+
+
+def chain_length(
+    curvature: curvature_.Curvature,
+    nbeta: Any,
+    step_size: Any,
+    localization: Any,
+    num_draws: Any,
+    num_burnin: Any,
+) -> tuple[int, int]:
+    """(draws, burn-in): the given values, or BURNIN_TAUS and then SAMPLE_TAUS relaxation
+    times 1/`slowest_rate` of the slowest anchor (draws within MIN_DRAWS..MAX_DRAWS)."""
+    rate = slowest_rate(curvature, nbeta, step_size, localization)
+    near = curvature_.near_minimum(curvature, nbeta)
+    if bool(near.any()):  # λ̂ is meaningless elsewhere: let those not set the length
+        rate = rate[near]
+    slowest = float((1.0 / rate).max()) if rate.numel() else 1.0
+    if not math.isfinite(slowest):
+        slowest = float(MAX_DRAWS)
+    burnin = math.ceil(BURNIN_TAUS * slowest)
+    if num_draws == "auto":
+        draws = burnin + math.ceil(SAMPLE_TAUS * slowest)
+        draws = min(max(draws, MIN_DRAWS), MAX_DRAWS)
+        if num_burnin != "auto":
+            draws = max(draws, num_burnin + MIN_DRAWS // 2)
+    else:
+        draws = num_draws
+    burnin = min(burnin, draws // 2) if num_burnin == "auto" else num_burnin
+    return draws, burnin
+
+
+def per_anchor(value: Tensor | float) -> Tensor | float:
+    """A per-anchor (...) coefficient with room for the chain dim: (..., 1)."""
+    if isinstance(value, Tensor) and value.ndim:
+        return value.to(torch.float32).unsqueeze(-1)
+    return float(value)
+
+
+def curvature_ratio_at_ends(
+    problem: Problem, curv: curvature.Curvature, traces: Traces, generator: torch.Generator
+) -> Tensor:
+    """`curvature.curvature_ratio` at the last kept position of the first chains."""
+    ends = tuple(
+        p.select(p.ndim - k - 1, -1).narrow(
+            p.ndim - k - 2, 0, min(PILOT_PROBED_CHAINS, p.shape[p.ndim - k - 2])
+        )
+        for p, k in zip(traces.params, problem.event_ndims, strict=True)
+    )
+    finite = all(bool(torch.isfinite(e).all()) for e in ends)
+    if curv.eigenvectors is None or not finite:
+        return torch.full(curv.h_max.shape, math.nan, dtype=torch.float64)
+    return curvature.curvature_ratio(curv, curvature.hessian_at(problem, ends, generator))
+
+
+def _pilot_round(
+    problem: Problem,
+    curv: curvature.Curvature,
+    nbeta: Any,
+    eps: Tensor,
+    gam: Tensor,
+    auto_localization: bool,
+    generator: torch.Generator,
+    backend: str,
+    weight_decay: float,
+    bounding_box: float | None,
+) -> tuple[curvature.Curvature, Tensor, Tensor]:
+    """One pilot: PILOT_STEPS steps at (ε, γ), then the curvature at the chains' ends raises
+    h_max (`curvature.combine`) and the proposed ε, γ follow. Anchors whose pilot diverged
+    get ε/10 proposed."""
+    pilot = SGLD(
+        problem.loss_and_grad,
+        problem.event_ndims,
+        step_size=per_anchor(eps),
+        nbeta=nbeta,
+        localization=per_anchor(gam),
+        weight_decay=weight_decay,
+        bounding_box=bounding_box,
+    )
+    traces = sample(
+        problem, pilot, PILOT_STEPS, generator, backend=backend, keep_params_every=PILOT_STEPS
+    )
+    ends = tuple(  # (..., chain ≤ PILOT_PROBED_CHAINS, *event): the chains' last positions
+        p.select(p.ndim - k - 1, 0).narrow(
+            p.ndim - k - 2, 0, min(PILOT_PROBED_CHAINS, p.shape[p.ndim - k - 2])
+        )
+        for p, k in zip(traces.params, problem.event_ndims, strict=True)
+    )
+    finite = torch.ones(curv.h_max.shape, dtype=torch.bool)
+    for e, k in zip(ends, problem.event_ndims, strict=True):
+        finite &= torch.isfinite(e).flatten(e.ndim - k - 1).all(-1).cpu()
+    if not bool(finite.all()):
+        return curv, torch.where(finite, eps, eps / 10), gam
+    curv = curvature.combine(curv, curvature.probe(problem, generator, params=ends, gradient=False))
+    auto = auto_settings(curv, nbeta)
+    if auto_localization:
+        return curv, auto.step_size, auto.localization
+    nb = torch.as_tensor(nbeta, dtype=torch.float64)
+    return curv, C_STEP / (nb * curv.h_max.clamp(min=1e-300) + gam), gam
+
+
+def choose_settings(
+    problem: Problem,
+    nbeta: float | Tensor,
+    *,
+    step_size: Any,
+    localization: Any,
+    num_draws: Any,
+    num_burnin: Any,
+    generator: torch.Generator,
+    backend: str = "auto",
+    weight_decay: float = 0.0,
+    bounding_box: float | None = None,
+) -> tuple[Settings, dict[str, Any], curvature.Curvature | None]:
+    """The SGLD settings per anchor, automatic where asked, and the evidence for them.
+
+    The curvature of L_n is probed at every anchor (`curvature.probe`). For an automatic ε
+    a pilot of PILOT_STEPS steps then runs at the anchor-based settings and the curvature is
+    probed again at the chains' end points (`curvature.combine`): near a singular minimum
+    the stiffness grows away from w*. γ, ε and the chain length follow
+    `auto_settings`; given values are kept. Returns the settings, a record
+    (each entry per anchor, or a string) for `LLCResult.calibration`, and the anchor's
+    `Curvature` (None where there is nothing to probe).
+    """
+    if problem.loss_fn is None:  # nothing to probe: only given settings can run
+        if any(isinstance(v, str) for v in (step_size, localization, num_draws, num_burnin)):
+            raise ValueError("automatic settings need a differentiable loss; pass numbers")
+        settings = Settings(
+            torch.as_tensor(step_size), torch.as_tensor(localization), num_burnin, num_draws
+        )
+        return settings, {}, None
+    curv = curvature.probe(problem, generator)
+    auto = auto_settings(curv, nbeta)
+    eps = auto.step_size if step_size == "auto" else torch.as_tensor(step_size)
+    gam = auto.localization if localization == "auto" else torch.as_tensor(localization)
+    if step_size == "auto":
+        for _ in range(MAX_PILOT_ROUNDS):
+            tried = eps
+            curv, proposed, gam = _pilot_round(
+                problem,
+                curv,
+                nbeta,
+                eps,
+                gam,
+                localization == "auto",
+                generator,
+                backend,
+                weight_decay,
+                bounding_box,
+            )
+            eps = torch.minimum(proposed, PILOT_GROWTH * tried)
+            if bool((proposed <= PILOT_GROWTH * tried).all()):
+                break
+    draws, burnin = chain_length(curv, nbeta, eps, gam, num_draws, num_burnin)
+    settings = Settings(eps, gam, burnin, draws)
+    bias = predicted_bias(curv, nbeta, eps, gam, burnin, draws)
+    record: dict[str, Any] = {
+        "step_size": torch.as_tensor(eps, dtype=torch.float64).expand(curv.h_max.shape),
+        "localization": torch.as_tensor(gam, dtype=torch.float64).expand(curv.h_max.shape),
+        "hessian_max": curv.h_max,
+        "hessian_soft": curv.h_soft,
+        "hessian_min": curv.h_min,
+        "num_curved": curv.num_curved,
+        "newton_drop": curv.newton_drop,
+        "newton_shift": curvature.newton_shift(curv, nbeta),
+        "saddle": curvature.is_saddle(curv),
+        "grad_norm": curv.grad_norm,
+        **{f"predicted_bias_{k}": v for k, v in bias.items()},
+        "mode": ", ".join(
+            f"{k}={'auto' if isinstance(v, str) else 'given'}"
+            for k, v in (
+                ("step_size", step_size),
+                ("localization", localization),
+                ("num_draws", num_draws),
+                ("num_burnin", num_burnin),
+            )
+        ),
+    }
+    return settings, record, curv
