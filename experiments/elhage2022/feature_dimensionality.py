@@ -25,7 +25,7 @@ import xarray as xr
 from tms_slt import geometry
 from tms_slt.config import load_config, with_overrides
 from tms_slt.data import TMSDistribution
-from tms_slt.io import save_run
+from tms_slt.io import RESULTS_FILE, RunExistsError, save_run
 from tms_slt.training import train
 
 HERE = Path(__file__).resolve().parent
@@ -40,6 +40,8 @@ QUICK = {
 
 
 def run(out: Path, *, quick: bool = False) -> Path:
+    if (out / RESULTS_FILE).exists():  # refuse before training, not after
+        raise RunExistsError(f"{out} already holds results; delete it to rerun, or pass --out")
     start = time.perf_counter()
     base = load_config(CONFIG)
     if quick:
@@ -55,7 +57,10 @@ def run(out: Path, *, quick: bool = False) -> Path:
     W = traj.W[-1]
     results = xr.Dataset(
         {
-            "dims_per_feature": (("inverse_density",), geometry.dims_per_feature(W).double().numpy()),
+            "dims_per_feature": (
+                ("inverse_density",),
+                geometry.dims_per_feature(W).double().numpy(),
+            ),
             "feature_dimensionality": (
                 ("inverse_density", "feature"),
                 geometry.feature_dimensionality(W).double().numpy(),
@@ -68,7 +73,11 @@ def run(out: Path, *, quick: bool = False) -> Path:
     )
     elapsed = time.perf_counter() - start
     return save_run(
-        out, results, base, command="elhage2022/feature_dimensionality", quick=quick,
+        out,
+        results,
+        base,
+        command="elhage2022/feature_dimensionality",
+        quick=quick,
         wall_time_s=round(elapsed, 1),
     )
 
@@ -80,7 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick and args.out is None:
         parser.error("--quick needs --out (quick results never go into paper/)")
-    out = run(args.out or DEFAULT_OUT, quick=args.quick)
+    try:
+        out = run(args.out or DEFAULT_OUT, quick=args.quick)
+    except RunExistsError as err:
+        parser.exit(1, f"{parser.prog}: {err}\n")
     print(f"wrote {out}")
     return 0
 

@@ -26,7 +26,7 @@ import xarray as xr
 
 from tms_slt.config import load_config, with_overrides
 from tms_slt.data import TMSDistribution
-from tms_slt.io import save_run
+from tms_slt.io import RESULTS_FILE, RunExistsError, save_run
 from tms_slt.training import train
 from tms_slt.transitions import (
     superposition_onset_density,
@@ -42,11 +42,13 @@ QUICK = {"train.num_steps": 400, "train.batch_size": 256}
 
 def grid(quick: bool) -> tuple[np.ndarray, np.ndarray, int]:
     """(relative importances, densities, seeds)."""
-    k = 5 if quick else 17
-    return np.logspace(-1, 1, k), np.logspace(-2, 0, k), 1 if quick else 3
+    k = 5 if quick else 13
+    return np.logspace(-1, 1, k), np.logspace(-2, 0, k), 1 if quick else 2
 
 
 def run(out: Path, *, quick: bool = False) -> Path:
+    if (out / RESULTS_FILE).exists():  # refuse before training, not after
+        raise RunExistsError(f"{out} already holds results; delete it to rerun, or pass --out")
     start = time.perf_counter()
     base = load_config(CONFIG)
     if quick:
@@ -84,7 +86,11 @@ def run(out: Path, *, quick: bool = False) -> Path:
     )
     elapsed = time.perf_counter() - start
     return save_run(
-        out, results, base, command="elhage2022/phase_diagram", quick=quick,
+        out,
+        results,
+        base,
+        command="elhage2022/phase_diagram",
+        quick=quick,
         wall_time_s=round(elapsed, 1),
     )
 
@@ -114,7 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick and args.out is None:
         parser.error("--quick needs --out (quick results never go into paper/)")
-    out = run(args.out or DEFAULT_OUT, quick=args.quick)
+    try:
+        out = run(args.out or DEFAULT_OUT, quick=args.quick)
+    except RunExistsError as err:
+        parser.exit(1, f"{parser.prog}: {err}\n")
     print(f"wrote {out}")
     return 0
 

@@ -24,7 +24,7 @@ import xarray as xr
 from tms_slt import geometry
 from tms_slt.config import load_config, with_overrides
 from tms_slt.data import TMSDistribution
-from tms_slt.io import save_run
+from tms_slt.io import RESULTS_FILE, RunExistsError, save_run
 from tms_slt.training import train
 
 HERE = Path(__file__).resolve().parent
@@ -39,6 +39,8 @@ QUICK = {"train.num_steps": 300, "train.batch_size": 256}
 
 def run(out: Path, *, quick: bool = False, seeds: int | None = None) -> Path:
     """Train every (activation, sparsity, seed), quantify the geometry, save into `out`."""
+    if (out / RESULTS_FILE).exists():  # refuse before training, not after
+        raise RunExistsError(f"{out} already holds results; delete it to rerun, or pass --out")
     start = time.perf_counter()
     base = load_config(CONFIG)
     if quick:
@@ -80,7 +82,11 @@ def run(out: Path, *, quick: bool = False, seeds: int | None = None) -> Path:
     results["importance"] = ("feature", base.data.importance_decay ** np.arange(n))
     elapsed = time.perf_counter() - start
     return save_run(
-        out, results, base, command="elhage2022/superposition_vs_sparsity", quick=quick,
+        out,
+        results,
+        base,
+        command="elhage2022/superposition_vs_sparsity",
+        quick=quick,
         wall_time_s=round(elapsed, 1),
     )
 
@@ -97,7 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick and args.out is None:
         parser.error("--quick needs --out (quick results never go into paper/)")
-    out = run(args.out or DEFAULT_OUT, quick=args.quick)
+    try:
+        out = run(args.out or DEFAULT_OUT, quick=args.quick)
+    except RunExistsError as err:
+        parser.exit(1, f"{parser.prog}: {err}\n")
     print(f"wrote {out}")
     return 0
 

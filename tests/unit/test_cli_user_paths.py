@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tms_slt.config import config_to_toml
@@ -91,7 +92,6 @@ def test_llc_never_overwrites_the_run_it_reads(quickstart_dir):
 
 def test_traces_open_in_arviz_and_recompute_the_estimate(quickstart_dir):
     import arviz as az
-    import numpy as np
 
     idata = az.from_netcdf(quickstart_dir / "traces.nc")
     assert {"posterior", "sample_stats", "constant_data"} <= set(idata.groups())
@@ -233,3 +233,29 @@ def test_sweep_collect_keeps_diagnostics_and_plots(tmp_path, tiny_config):
     assert (out / "sweep.png").stat().st_size > 0
     again = run("sweep", "collect", str(out))
     assert again.returncode == 2 and "never overwrites" in one_line(again.stderr)
+
+
+def test_figures_are_readable_at_a_glance(quickstart_dir):
+    """No step 0 squeezed onto x = 1 of a log axis; transitions.png has a title and a legend
+    for its shading."""
+    from tms_slt.plots import plot_eigenvalues, plot_quickstart, plot_transitions
+    from tms_slt.transitions import detect_dynamical
+
+    ds = read_dataset(quickstart_dir / "results.nc")
+    assert ds["checkpoint"].values[0] == 0
+    fig = plot_transitions(ds, detect_dynamical(ds), instance=0)
+    assert fig._suptitle is not None and "instance 0" in fig._suptitle.get_text()
+    top = fig.axes[0]
+    assert top.get_legend() is not None
+    for ax in fig.axes:
+        for line in ax.get_lines():
+            x = np.asarray(line.get_xdata(), dtype=float)
+            if x.size > 1:
+                assert (x >= 1).all() and len(np.unique(x)) == len(x)
+    eig = plot_eigenvalues(ds, instance=0)
+    xs = np.asarray(eig.axes[0].get_lines()[0].get_xdata(), dtype=float)
+    assert xs.min() >= 1 and len(np.unique(xs)) == len(xs)
+    quick = plot_quickstart(ds, instance=0)
+    labels = [t for t in quick.axes[0].texts if t.get_text()]
+    positions = [(round(np.log10(t.xy[0]), 2), round(t.xy[1], 2)) for t in labels]
+    assert len(set(positions)) == len(positions)  # no two configuration labels on one spot

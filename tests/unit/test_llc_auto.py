@@ -117,3 +117,30 @@ def test_same_seed_same_result_in_auto_mode():
     b = _run(quadratic_potential(3), nbeta=500.0)
     torch.testing.assert_close(a.loss_trace, b.loss_trace, rtol=0, atol=0)
     assert float(a.calibration["step_size"]) == float(b.calibration["step_size"])
+
+
+def test_devinterp_style_inputs_give_the_same_estimate():
+    """A DataLoader (or TensorDataset) and an `evaluate(model, batch) -> (loss, outputs)`
+    are accepted as devinterp users pass them, and give the same chains as tensors."""
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(500, 3, generator=g)
+    y = x @ torch.randn(3, 2, generator=g)
+    model = nn.Linear(3, 2, bias=False)
+
+    def loss_fn(f, batch):
+        return ((f(batch[0]) - batch[1]) ** 2).sum(-1).mean()
+
+    def evaluate(f, batch):
+        out = f(batch[0])
+        return ((out - batch[1]) ** 2).sum(-1).mean(), out
+
+    kw = {"step_size": 1e-4, "localization": 1.0, "num_draws": 50, "num_burnin": 10}
+    plain = _run(model, loss_fn=loss_fn, dataset=(x, y), **kw)
+    loader = DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True)
+    devinterp = _run(model, loss_fn=evaluate, dataset=loader, **kw)
+    torch.testing.assert_close(plain.loss_trace, devinterp.loss_trace)
+    ds = devinterp.dataset
+    assert {"llc_mean", "llc_per_chain", "loss_trace", "init_loss", "reliable"} <= set(ds)
