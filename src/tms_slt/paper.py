@@ -282,6 +282,10 @@ density axis the trained superposition boundary lies a median
 decades (table: [tables/elhage_phase_diagram.md](tables/elhage_phase_diagram.md)). Wall
 time: {wall("phase_diagram")}.
 
+**What differs.** The disagreements sit next to the boundary and near r = 1, where the
+exact losses of the phases are close and a finite run settles in either; the paper's
+second diagram (3 features in 2 dimensions) is not reproduced yet.
+
 ## 3. Feature dimensionality and its sticky values
 
 ![](figures/feature_dimensionality.png)
@@ -295,6 +299,11 @@ D_i within 0.02 of a sticky value; m/‖W‖²_F is within 0.05 of 1 at 1/(1 −
 {[round(v, 3) for v in plateau_half] or "none of the grid"} (table:
 [tables/feature_dimensionality.md](tables/feature_dimensionality.md)). Wall time:
 {wall("feature_dimensionality")}.
+
+**What differs.** The paper's D_i cluster at the sticky values over a wide range of
+sparsity; here they do so only where m/‖W‖²_F is near 1/2, and m/‖W‖²_F keeps falling at
+high sparsity instead of levelling off: the runs are far shorter than the paper's (see
+config.toml beside the results), and this figure is not yet a faithful reproduction.
 """
 
 
