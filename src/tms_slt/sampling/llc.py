@@ -26,7 +26,12 @@ from tms_slt.sampling.backends import BACKENDS, resolve_backend, sample
 from tms_slt.sampling.chains import Traces, draw_noise, run_chains
 from tms_slt.sampling.problems import Problem, module_problem, potential_problem, tms_problem
 from tms_slt.sampling.result import DIVERGENCE_FACTOR, LLCResult, compute_llc, default_nbeta
-from tms_slt.sampling.settings import choose_settings, curvature_ratio_at_ends, per_anchor
+from tms_slt.sampling.settings import (
+    RATIO_POSITIONS,
+    choose_settings,
+    curvature_ratio_at_ends,
+    per_anchor,
+)
 from tms_slt.sampling.sgld import SGLD, Coefficient
 
 if TYPE_CHECKING:
@@ -315,7 +320,8 @@ def estimate_llc(
         generator,
         progress,
         backend=backend,
-        keep_params_every=keep_params_every or (num_draws if curv is not None else None),
+        keep_params_every=keep_params_every
+        or (max(num_draws // RATIO_POSITIONS, 1) if curv is not None else None),
     )
     if curv is not None:
         calibration["curvature_ratio"] = curvature_ratio_at_ends(problem, curv, traces, generator)

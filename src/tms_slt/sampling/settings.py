@@ -167,20 +167,31 @@ def per_anchor(value: Tensor | float) -> Tensor | float:
     return float(value)
 
 
+#: `curvature_ratio_at_ends` probes this many positions (spread over the draws) per chain.
+RATIO_POSITIONS = 4
+
+
 def curvature_ratio_at_ends(
     problem: Problem, curv: curvature.Curvature, traces: Traces, generator: torch.Generator
 ) -> Tensor:
-    """`curvature.curvature_ratio` at the last kept position of the first chains."""
-    ends = tuple(
-        p.select(p.ndim - k - 1, -1).narrow(
-            p.ndim - k - 2, 0, min(PILOT_PROBED_CHAINS, p.shape[p.ndim - k - 2])
+    """`curvature.curvature_ratio` over the last RATIO_POSITIONS kept positions of the first
+    PILOT_PROBED_CHAINS chains (folded into one dim: the median is over all of them)."""
+    positions = []
+    for p, k in zip(traces.params, problem.event_ndims, strict=True):
+        chain_dim = p.ndim - k - 2
+        kept = p.narrow(chain_dim, 0, min(PILOT_PROBED_CHAINS, p.shape[chain_dim]))
+        kept = kept.narrow(
+            chain_dim + 1,
+            max(kept.shape[chain_dim + 1] - RATIO_POSITIONS, 0),
+            min(RATIO_POSITIONS, kept.shape[chain_dim + 1]),
         )
-        for p, k in zip(traces.params, problem.event_ndims, strict=True)
-    )
-    finite = all(bool(torch.isfinite(e).all()) for e in ends)
+        positions.append(kept.flatten(chain_dim, chain_dim + 1))
+    finite = all(bool(torch.isfinite(e).all()) for e in positions)
     if curv.eigenvectors is None or not finite:
         return torch.full(curv.h_max.shape, math.nan, dtype=torch.float64)
-    return curvature.curvature_ratio(curv, curvature.hessian_at(problem, ends, generator))
+    return curvature.curvature_ratio(
+        curv, curvature.hessian_at(problem, tuple(positions), generator)
+    )
 
 
 def _pilot_round(
