@@ -295,6 +295,11 @@ def hessian_at(problem: Problem, params: tuple[Tensor, ...], generator: torch.Ge
 #: nβ = 1000 the 5+ gives a ratio of 0.85 with the tempered posterior itself 15% above λ,
 #: while at nβ ≥ 1e4, and for the 6-gon at 1000, ratios within 0.9–1.1 go with λ̂ within 8%.
 MAX_CURVATURE_RATIO = 1.15
+#: ... and the softest curved direction must be stiff enough, nβ·h_soft ≥ MIN_SOFT_STIFFNESS
+#: (posterior spread 1/√(nβ h_soft) ≲ 0.2/√h_soft): the 6-gon gives λ̂ 21% and 18% high at
+#: nβ·h_soft = 4 and 10 (n = 1000, 3000) with curvature ratios still near 1, and within 4%
+#: from 30 on (benchmarks/llc_accuracy.py). A heuristic from the k-gons, like the bound above.
+MIN_SOFT_STIFFNESS = 20.0
 
 
 def curvature_ratio(anchor: Curvature, hessians: Tensor) -> Tensor:

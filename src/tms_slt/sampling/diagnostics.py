@@ -22,7 +22,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)
     import arviz as az
 
-from tms_slt.sampling.curvature import MAX_CURVATURE_RATIO, MAX_NEWTON_SHIFT
+from tms_slt.sampling.curvature import MAX_CURVATURE_RATIO, MAX_NEWTON_SHIFT, MIN_SOFT_STIFFNESS
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -232,19 +232,31 @@ def _calibration_checks(result: LLCResult, lead: list[str]) -> dict[str, xr.Data
         "w* is not a local minimum of L_n (a Newton step lowers nβ·L_n by more than "
         f"{MAX_NEWTON_SHIFT:.0%} of λ)": da("newton_shift") > MAX_NEWTON_SHIFT,
         "w* is a saddle of L_n (negative Hessian eigenvalue)": da("saddle").astype(bool),
-        **_anharmonic_check(cal, da),
+        **_anharmonic_check(
+            cal, da, xr.DataArray(result.nbeta_per_index.numpy(), dims=lead, coords=result.coords)
+        ),
     }
 
 
-def _anharmonic_check(cal: dict, da: Any) -> dict[str, xr.DataArray]:
-    if "curvature_ratio" not in cal:
-        return {}
-    ratio = da("curvature_ratio")
-    name = (
-        "anharmonic: the curvature where the chains sample differs from w*'s by more than "
-        f"{MAX_CURVATURE_RATIO:g}× (nβ too small for the asymptotic λ)"
-    )
-    return {name: (ratio > MAX_CURVATURE_RATIO) | (ratio < 1 / MAX_CURVATURE_RATIO)}
+def _anharmonic_check(cal: dict, da: Any, nbeta: Any) -> dict[str, xr.DataArray]:
+    """nβ too small for the asymptotic λ: the softest curved direction too soft, or the
+    curvature where the chains sample unlike w*'s."""
+    out = {}
+    if "hessian_soft" in cal and "num_curved" in cal:
+        soft = da("hessian_soft") * nbeta
+        name = (
+            f"soft: nβ·h_soft below {MIN_SOFT_STIFFNESS:g}, the posterior spreads beyond the "
+            "quadratic region (nβ too small for the asymptotic λ)"
+        )
+        out[name] = (da("num_curved") > 0) & (soft < MIN_SOFT_STIFFNESS)
+    if "curvature_ratio" in cal:
+        ratio = da("curvature_ratio")
+        name = (
+            "anharmonic: the curvature where the chains sample differs from w*'s by more than "
+            f"{MAX_CURVATURE_RATIO:g}× (nβ too small for the asymptotic λ)"
+        )
+        out[name] = (ratio > MAX_CURVATURE_RATIO) | (ratio < 1 / MAX_CURVATURE_RATIO)
+    return out
 
 
 def _reasons(
