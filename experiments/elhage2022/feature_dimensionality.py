@@ -13,7 +13,6 @@ elhage2022` draws them with the sticky values 1, 3/4, 2/3, 1/2, 2/5, 3/8 marked.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -23,9 +22,10 @@ import torch
 import xarray as xr
 
 from tms_slt import geometry
-from tms_slt.config import load_config, with_overrides
+from tms_slt.config import with_overrides
 from tms_slt.data import TMSDistribution
-from tms_slt.io import RESULTS_FILE, RunExistsError, save_run
+from tms_slt.io import save_run
+from tms_slt.paper import experiment_config, experiment_main
 from tms_slt.training import train
 
 HERE = Path(__file__).resolve().parent
@@ -40,12 +40,8 @@ QUICK = {
 
 
 def run(out: Path, *, quick: bool = False) -> Path:
-    if (out / RESULTS_FILE).exists():  # refuse before training, not after
-        raise RunExistsError(f"{out} already holds results; delete it to rerun, or pass --out")
     start = time.perf_counter()
-    base = load_config(CONFIG)
-    if quick:
-        base = with_overrides(base, QUICK)
+    base = experiment_config(CONFIG, out, QUICK if quick else {})
     inverse_density = np.logspace(0, 3, 8 if quick else 16)
     sparsity = torch.tensor(1 - 1 / inverse_density, dtype=torch.float32).unsqueeze(-1)
     config = with_overrides(base, {"train.num_instances": len(inverse_density)})
@@ -83,18 +79,7 @@ def run(out: Path, *, quick: bool = False) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="seconds: n = 40, m = 6")
-    parser.add_argument("--out", type=Path, help="results directory (must not hold results)")
-    args = parser.parse_args(argv)
-    if args.quick and args.out is None:
-        parser.error("--quick needs --out (quick results never go into paper/)")
-    try:
-        out = run(args.out or DEFAULT_OUT, quick=args.quick)
-    except RunExistsError as err:
-        parser.exit(1, f"{parser.prog}: {err}\n")
-    print(f"wrote {out}")
-    return 0
+    return experiment_main(run, DEFAULT_OUT, __doc__, argv)
 
 
 if __name__ == "__main__":

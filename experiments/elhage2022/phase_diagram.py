@@ -14,7 +14,6 @@ paper/data/elhage2022/phase_diagram). `tms-slt figures elhage2022` draws it.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections import Counter
@@ -24,9 +23,10 @@ import numpy as np
 import torch
 import xarray as xr
 
-from tms_slt.config import load_config, with_overrides
+from tms_slt.config import with_overrides
 from tms_slt.data import TMSDistribution
-from tms_slt.io import RESULTS_FILE, RunExistsError, save_run
+from tms_slt.io import save_run
+from tms_slt.paper import experiment_config, experiment_main
 from tms_slt.training import train
 from tms_slt.transitions import (
     superposition_onset_density,
@@ -47,12 +47,8 @@ def grid(quick: bool) -> tuple[np.ndarray, np.ndarray, int]:
 
 
 def run(out: Path, *, quick: bool = False) -> Path:
-    if (out / RESULTS_FILE).exists():  # refuse before training, not after
-        raise RunExistsError(f"{out} already holds results; delete it to rerun, or pass --out")
     start = time.perf_counter()
-    base = load_config(CONFIG)
-    if quick:
-        base = with_overrides(base, QUICK)
+    base = experiment_config(CONFIG, out, QUICK if quick else {})
     r, p, seeds = grid(quick)
     R, P, _ = np.meshgrid(r, p, np.arange(seeds), indexing="ij")  # (r, p, seed)
     importance = torch.tensor(np.stack([np.ones(R.size), R.ravel()], -1), dtype=torch.float32)
@@ -114,18 +110,7 @@ def _theory_boundaries(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="seconds: a 5 × 5 grid, one seed")
-    parser.add_argument("--out", type=Path, help="results directory (must not hold results)")
-    args = parser.parse_args(argv)
-    if args.quick and args.out is None:
-        parser.error("--quick needs --out (quick results never go into paper/)")
-    try:
-        out = run(args.out or DEFAULT_OUT, quick=args.quick)
-    except RunExistsError as err:
-        parser.exit(1, f"{parser.prog}: {err}\n")
-    print(f"wrote {out}")
-    return 0
+    return experiment_main(run, DEFAULT_OUT, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ features represented ‖W_i‖ > 0.5, ‖W‖²_F, the k-gon label) and meta.jso
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -22,9 +21,10 @@ import torch
 import xarray as xr
 
 from tms_slt import geometry
-from tms_slt.config import load_config, with_overrides
+from tms_slt.config import with_overrides
 from tms_slt.data import TMSDistribution
-from tms_slt.io import RESULTS_FILE, RunExistsError, save_run
+from tms_slt.io import save_run
+from tms_slt.paper import experiment_config, experiment_main
 from tms_slt.training import train
 
 HERE = Path(__file__).resolve().parent
@@ -39,12 +39,8 @@ QUICK = {"train.num_steps": 300, "train.batch_size": 256}
 
 def run(out: Path, *, quick: bool = False, seeds: int | None = None) -> Path:
     """Train every (activation, sparsity, seed), quantify the geometry, save into `out`."""
-    if (out / RESULTS_FILE).exists():  # refuse before training, not after
-        raise RunExistsError(f"{out} already holds results; delete it to rerun, or pass --out")
     start = time.perf_counter()
-    base = load_config(CONFIG)
-    if quick:
-        base = with_overrides(base, QUICK)
+    base = experiment_config(CONFIG, out, QUICK if quick else {})
     seeds = seeds or (1 if quick else 3)
     n = base.data.n_features
     sparsity = torch.tensor(SPARSITIES).repeat_interleave(seeds).unsqueeze(-1)  # (I, 1)
@@ -97,18 +93,7 @@ def _grid(t: torch.Tensor, seeds: int) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="seconds: few steps, one seed")
-    parser.add_argument("--out", type=Path, help="results directory (must not hold results)")
-    args = parser.parse_args(argv)
-    if args.quick and args.out is None:
-        parser.error("--quick needs --out (quick results never go into paper/)")
-    try:
-        out = run(args.out or DEFAULT_OUT, quick=args.quick)
-    except RunExistsError as err:
-        parser.exit(1, f"{parser.prog}: {err}\n")
-    print(f"wrote {out}")
-    return 0
+    return experiment_main(run, DEFAULT_OUT, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,42 @@ class Built:
     numbers: dict[str, Any]
 
 
+def experiment_config(path: Path, out: Path, overrides: dict[str, Any]) -> Any:
+    """An experiment's TOML config with `overrides` (its quick mode), after refusing an `out`
+    that already holds results: before any training, not after."""
+    from tms_slt.config import load_config, with_overrides
+    from tms_slt.io import RunExistsError
+
+    if (Path(out) / RESULTS_FILE).exists():
+        raise RunExistsError(f"{out} already holds results; delete it to rerun, or pass --out")
+    config = load_config(path)
+    return with_overrides(config, overrides) if overrides else config
+
+
+def experiment_main(
+    run: Callable[..., Path], default_out: Path, doc: str, argv: list[str] | None = None
+) -> int:
+    """The command line every experiment script shares: `--quick` (seconds; needs `--out`,
+    quick results never go into paper/) and `--out DIR` (default `default_out`); an
+    existing result is refused with one line before any training."""
+    import argparse
+
+    from tms_slt.io import RunExistsError
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="seconds, for CI")
+    parser.add_argument("--out", type=Path, help="results directory (must not hold results)")
+    args = parser.parse_args(argv)
+    if args.quick and args.out is None:
+        parser.error("--quick needs --out (quick results never go into paper/)")
+    try:
+        out = run(args.out or default_out, quick=args.quick)
+    except RunExistsError as err:
+        parser.exit(1, f"{parser.prog}: {err}\n")
+    print(f"wrote {out}")
+    return 0
+
+
 def _save_figure(fig: Any, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     # No date or software version in the PNG: rebuilding from the same results is byte-equal.

@@ -43,14 +43,6 @@ RELIABLE_WITHIN = 0.15
 KGONS = [(6, "-"), (5, "+"), (5, "-")]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def standard_error(result: LLCResult) -> np.ndarray:
     """max(σ_chains/√K, MCSE) per anchor."""
     k = (~result.divergent).sum(-1).clamp(min=1).numpy()
