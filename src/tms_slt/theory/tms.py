@@ -339,14 +339,12 @@ def _on_kink(W: np.ndarray, b: np.ndarray) -> bool:
     return False
 
 
-def _is_flat_family(x: Tensor, direction: Tensor, null_basis: Tensor, m: int, c: int) -> bool:
+def _is_flat_family(x: Tensor, direction: Tensor, curved: Tensor, m: int, c: int) -> bool:
     """Is there a curve of critical points with the same loss through x, tangent to
-    `direction`? Minimise the loss over x + s·direction + range(H) (Newton, strongly convex
-    there) for small s and check that the minimum is critical and at the loss of x."""
+    `direction`? Minimise the loss over x + s·direction + span(`curved`, the Hessian's
+    non-null eigenvectors at x) (Newton, strongly convex there) for small s and check that
+    the minimum is critical and at the loss of x."""
     L0 = float(_loss_of(x, m, c))
-    H = torch.autograd.functional.hessian(lambda y: _loss_of(y, m, c), x)
-    ev, vec = torch.linalg.eigh(H)
-    curved = vec[:, ev.abs() > _NULL_TOL * float(ev.abs().max())]
     for s in _FLAT_STEPS:
         y = x + s * direction
         for _ in range(30):
@@ -422,9 +420,9 @@ def kgon_llc_report(k: int, c: int = 6, variant: str = "-") -> KGonLLC:
         return report(None, "on a ReLU kink (b* = 0): L is not C² here")
     if index:
         return report(None, f"saddle (index {index})")
-    basis = vec[:, null]
+    basis, curved = vec[:, null], vec[:, ~null]
     for j in range(nullity):
-        if not _is_flat_family(x, basis[:, j], basis, m, c):
+        if not _is_flat_family(x, basis[:, j], curved, m, c):
             return report(None, "degenerate, not Morse–Bott (a null direction is not flat)")
     return report(Fraction(rank, 2), "Morse–Bott minimum: λ = rank(∇²L)/2")
 
