@@ -21,8 +21,6 @@ import xarray as xr
 
 from tms_slt.config import ConfigError, ExperimentConfig, load_config
 
-FIGURE_DPI = 120
-
 
 class SamplingFailedError(RuntimeError):
     """Every SGLD chain diverged: there is no estimate to report."""
@@ -148,14 +146,9 @@ def _train_and_track(config: ExperimentConfig, *, with_llc: bool, progress: bool
     return trajectory, llc, _results(trajectory, llc)
 
 
-def _save_figure(fig, path: Path) -> Path:
-    fig.savefig(path, dpi=FIGURE_DPI)
-    return path
-
-
 def cmd_quickstart(args: argparse.Namespace) -> int:
     """Train Chen et al.'s TMS (6 features, 2 dims), estimate the LLC at every checkpoint."""
-    from tms_slt.io import save_run
+    from tms_slt.io import save_figure, save_run
     from tms_slt.plots import plot_quickstart
     from tms_slt.transitions import format_transitions
 
@@ -172,7 +165,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     save_run(
         out, tracked, config, command="quickstart", shown_instance=instance, traces=_traces(llc)
     )
-    figure = _save_figure(plot_quickstart(tracked, instance=instance), out / "quickstart.png")
+    figure = save_figure(plot_quickstart(tracked, instance=instance), out / "quickstart.png")
     print(format_table(tracked, instance))
     print(f"\ntransitions of instance {instance} (confidence >= {SHOWCASE_CONFIDENCE}):")
     print(format_transitions(shown))
@@ -258,13 +251,12 @@ def _traces(llc):
 
 def _refuse_existing(out: Path) -> None:
     """Stop before any work when `out` already holds a run (nothing is overwritten)."""
-    from tms_slt.io import RESULTS_FILE
+    from tms_slt.io import RunExistsError, refuse_existing_run
 
-    if (out / RESULTS_FILE).exists():
-        raise ConfigError(
-            f"{out} already holds results ({RESULTS_FILE}); tms-slt never overwrites a run: "
-            "choose another --out"
-        )
+    try:
+        refuse_existing_run(out)
+    except RunExistsError as err:
+        raise ConfigError(str(err)) from None
 
 
 def _stop_if_all_diverged(llc) -> None:
@@ -298,7 +290,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         return _calibrate_usage_error(
             "--draws/--chains apply to --benchmark; a run's config sets them ([llc] table)"
         )
-    from tms_slt.io import derived_run_dir, save_run
+    from tms_slt.io import derived_run_dir, save_figure, save_run
     from tms_slt.plots import plot_calibration
     from tms_slt.sampling.calibrate import calibrate_around_auto, format_calibration
 
@@ -324,7 +316,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     save_run(
         out, report, config, command="calibrate", checkpoint=int(traj.steps[k]), source=str(run)
     )
-    figure = _save_figure(plot_calibration(report), out / "calibrate.png")
+    figure = save_figure(plot_calibration(report), out / "calibrate.png")
     print(format_calibration(report))
     print(f"wrote {out / 'results.nc'}, {figure}")
     return 0
@@ -470,7 +462,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def _sweep_plot(args: argparse.Namespace) -> int:
     """`tms-slt sweep plot DIR`: the collected observables against the sweep axes."""
-    from tms_slt.io import RESULTS_FILE, read_dataset
+    from tms_slt.io import RESULTS_FILE, read_dataset, save_figure
     from tms_slt.plots import plot_sweep
     from tms_slt.sweep import collect
 
@@ -481,7 +473,7 @@ def _sweep_plot(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.dir) / "sweep.png"
     if out.exists():
         raise ConfigError(f"{out} exists; tms-slt never overwrites it: pass --out FILE.png")
-    _save_figure(plot_sweep(collected), out)
+    save_figure(plot_sweep(collected), out)
     print(f"wrote {out}")
     return 0
 

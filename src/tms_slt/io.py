@@ -88,6 +88,18 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda p: p.write_text(text))
 
 
+#: Resolution of every figure tms-slt writes.
+FIGURE_DPI = 120
+
+
+def save_figure(fig: Any, path: str | Path, *, dpi: int = FIGURE_DPI) -> Path:
+    """A matplotlib Figure as PNG, atomically and without a date or software version in its
+    metadata, so the same figure rebuilt from the same data is the same file."""
+    return atomic_write(
+        path, lambda p: fig.savefig(p, dpi=dpi, format="png", metadata={"Software": None})
+    )
+
+
 def write_dataset(path: str | Path, ds: xr.Dataset) -> Path:
     """Save as netCDF (h5netcdf engine) atomically; string arrays become variable-length."""
     return atomic_write(path, lambda p: ds.to_netcdf(p, engine="h5netcdf"))
@@ -165,6 +177,16 @@ class RunExistsError(FileExistsError):
     """A run directory already holds results: tms-slt never overwrites them."""
 
 
+def refuse_existing_run(run_dir: str | Path) -> None:
+    """Raise RunExistsError when `run_dir` already holds a results.nc: call it before any
+    work, so that nothing is computed only to be refused at the end."""
+    if (Path(run_dir) / RESULTS_FILE).exists():
+        raise RunExistsError(
+            f"{run_dir} already holds results ({RESULTS_FILE}); tms-slt never overwrites a run: "
+            "choose another --out"
+        )
+
+
 def save_run(
     run_dir: str | Path,
     results: xr.Dataset,
@@ -184,11 +206,7 @@ def save_run(
             their provenance are never overwritten; pick another directory.
     """
     run_dir = Path(run_dir)
-    if (run_dir / RESULTS_FILE).exists():
-        raise RunExistsError(
-            f"{run_dir} already holds results ({RESULTS_FILE}); tms-slt never overwrites a run: "
-            "choose another --out"
-        )
+    refuse_existing_run(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     meta = run_meta(config, **meta_extra)
     if config is not None:

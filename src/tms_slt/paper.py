@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from tms_slt.io import RESULTS_FILE, atomic_write, atomic_write_text, read_dataset
+from tms_slt.io import RESULTS_FILE, atomic_write_text, read_dataset, save_figure
 
 #: The sticky feature dimensionalities of Elhage et al. 2022 (tetrahedron 3/4, triangle 2/3,
 #: digon 1/2, pentagon 2/5, square antiprism 3/8), and 1 (a dedicated dimension).
@@ -26,7 +26,6 @@ STICKY_VALUES = (1.0, 3 / 4, 2 / 3, 1 / 2, 2 / 5, 3 / 8)
 STICKY_TOLERANCE = 0.02
 #: Features with ‖W_i‖ above this count as represented.
 REPRESENTED = 0.5
-FIGURE_DPI = 120
 
 
 @dataclass(frozen=True)
@@ -41,10 +40,9 @@ def experiment_config(path: Path, out: Path, overrides: dict[str, Any]) -> Any:
     """An experiment's TOML config with `overrides` (its quick mode), after refusing an `out`
     that already holds results: before any training, not after."""
     from tms_slt.config import load_config, with_overrides
-    from tms_slt.io import RunExistsError
+    from tms_slt.io import refuse_existing_run
 
-    if (Path(out) / RESULTS_FILE).exists():
-        raise RunExistsError(f"{out} already holds results; delete it to rerun, or pass --out")
+    refuse_existing_run(out)
     config = load_config(path)
     return with_overrides(config, overrides) if overrides else config
 
@@ -73,14 +71,6 @@ def experiment_main(
     return 0
 
 
-def _save_figure(fig: Any, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # No date or software version in the PNG: rebuilding from the same results is byte-equal.
-    return atomic_write(
-        path, lambda p: fig.savefig(p, dpi=FIGURE_DPI, format="png", metadata={"Software": None})
-    )
-
-
 def _table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
@@ -97,7 +87,7 @@ def superposition_vs_sparsity(ds: xr.Dataset, out: Path) -> Built:
     features represented, ‖W‖²_F and the k-gon label (seed 0; the table's ranges over seeds)."""
     from tms_slt.plots import plot_superposition_grid
 
-    fig_path = _save_figure(
+    fig_path = save_figure(
         plot_superposition_grid(ds.isel(seed=0)), out / "figures" / "superposition_vs_sparsity.png"
     )
     rows, numbers = [], {}
@@ -133,7 +123,7 @@ def phase_diagram(ds: xr.Dataset, out: Path) -> Built:
     superposition boundary on both; agreement fraction and boundary distance."""
     from tms_slt.plots import plot_two_feature_phase_diagrams
 
-    fig_path = _save_figure(
+    fig_path = save_figure(
         plot_two_feature_phase_diagrams(ds), out / "figures" / "elhage_phase_diagram.png"
     )
     emp, th = ds["empirical"].values.astype(str), ds["theory"].values.astype(str)
@@ -182,7 +172,7 @@ def feature_dimensionality(ds: xr.Dataset, out: Path) -> Built:
     the sticky values marked; the sticky fraction and the plateaus at 1 and 1/2."""
     from tms_slt.plots import plot_feature_dimensionality
 
-    fig_path = _save_figure(
+    fig_path = save_figure(
         plot_feature_dimensionality(ds, sticky=STICKY_VALUES),
         out / "figures" / "feature_dimensionality.png",
     )

@@ -44,7 +44,7 @@ def detect_run(
         FileExistsError: ``out_dir`` already holds transitions.json.
         ValueError: ``instance`` out of range, or an unreadable results.nc.
     """
-    from tms_slt.io import RESULTS_FILE, read_dataset, write_json
+    from tms_slt.io import RESULTS_FILE, read_dataset, save_figure, write_json
 
     run_dir = Path(run_dir)
     path = run_dir / RESULTS_FILE
@@ -68,5 +68,5 @@ def detect_run(
 
         shown = _figure_instance(transitions, n_inst) if instance is None else instance
         fig = plot_transitions(ds, transitions, instance=shown)
-        fig.savefig(out / FIGURE_FILE, dpi=dpi)
+        save_figure(fig, out / FIGURE_FILE, dpi=dpi)
     return transitions
