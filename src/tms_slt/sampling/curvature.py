@@ -16,11 +16,11 @@ from this quadratic model (Lau et al. 2023, arXiv 2308.12108, §4 and appendix):
 Hessian for d ≤ `FULL_HESSIAN_MAX_PARAMS`, a Lanczos estimate of its extremes above), and
 says how far w* is from a minimum (`newton_shift`, `is_saddle`) and whether the chains
 sample where the loss is still quadratic (`curvature_ratio`). `sampling.settings` turns the
-spectrum into ε, γ and a chain length (`auto_settings`) and evaluates the quadratic model's
-biases for any settings (`predicted_bias`). Directions with h ≈ 0 (symmetries, the
-flat set of a Morse–Bott minimum, singular directions) are excluded from h_soft: a flat
-direction adds nothing to λ̂ whatever γ is, and the curvature of a singular direction at
-the posterior's scale is measured by probing again at the end of a pilot run.
+spectrum into ε, γ (`auto_settings`) and a chain length (`chain_length`), and evaluates
+the quadratic model's biases for any settings (`predicted_bias`). Directions with h ≈ 0
+(symmetries, the flat set of a Morse–Bott minimum, singular directions) are excluded from
+h_soft: a flat direction adds nothing to λ̂ whatever γ is, and the curvature of a singular
+direction at the posterior's scale is measured by probing again at the end of a pilot run.
 """
 
 from __future__ import annotations
@@ -133,16 +133,13 @@ def full_gradient(problem: Problem, params: tuple[Tensor, ...], dtype: Any) -> T
     """(..., d) ∇L_n at `params` (chain dim 1) over the whole training set, in row chunks,
     by the problem's own gradient (analytic for TMS)."""
     if problem.data_batch is None:
-        batches, weights = [None], [1.0]
-    else:
-        n = problem.n
-        starts = range(0, n, GRADIENT_CHUNK)
-        batches = [problem.data_batch(torch.arange(s, min(s + GRADIENT_CHUNK, n))) for s in starts]
-        weights = [min(GRADIENT_CHUNK, n - s) / n for s in starts]
-    total = None
-    for batch, w in zip(batches, weights, strict=True):
-        _, grads = problem.loss_and_grad(params, _cast_batch(batch, dtype))
-        g = w * _flatten(grads, problem.event_ndims)
+        _, grads = problem.loss_and_grad(params, None)
+        return _flatten(grads, problem.event_ndims)
+    n, total = problem.n, None
+    for start in range(0, n, GRADIENT_CHUNK):
+        rows = torch.arange(start, min(start + GRADIENT_CHUNK, n))
+        _, grads = problem.loss_and_grad(params, _cast_batch(problem.data_batch(rows), dtype))
+        g = (len(rows) / n) * _flatten(grads, problem.event_ndims)
         total = g if total is None else total + g
     return total
 
@@ -227,18 +224,8 @@ def probe(
     if problem.loss_fn is None:
         raise ValueError("this problem has no differentiable loss to probe")
     dtype = _probe_dtype(problem)
-    at = (
-        _anchor(problem, dtype)
-        if params is None
-        else tuple(p.detach() if dtype is None else p.detach().to(dtype) for p in params)
-    )
-    batch = None
-    if problem.data_batch is not None:
-        n = problem.n
-        rows = None
-        if n > HESSIAN_ROWS:
-            rows = torch.randperm(n, generator=generator, device=generator.device)[:HESSIAN_ROWS]
-        batch = _cast_batch(problem.data_batch(rows), dtype)
+    at = _anchor(problem, dtype) if params is None else _cast_params(params, dtype)
+    batch = _hessian_batch(problem, dtype, generator)
     d = sum(math.prod(p.shape[p.ndim - k :]) for p, k in zip(at, problem.event_ndims, strict=True))
     if d <= FULL_HESSIAN_MAX_PARAMS:
         H = _hessian(problem, at, batch)
@@ -249,22 +236,14 @@ def probe(
         g = full_gradient(problem, at, dtype)
     else:  # only the spectrum is wanted (a pilot's chain positions)
         g = torch.zeros(*eigenvalues.shape[:-1], d, dtype=eigenvalues.dtype)
-    threshold = NULL_FRACTION * eigenvalues[..., -1:].clamp(min=0.0)
-    if vectors is not None:
-        coeff = (vectors.transpose(-1, -2) @ g.unsqueeze(-1)).squeeze(-1)
-        curved = eigenvalues > threshold
-        safe = torch.where(curved, eigenvalues, torch.ones_like(eigenvalues))
-        newton = 0.5 * torch.where(curved, coeff**2 / safe, torch.zeros_like(coeff)).sum(-1)
-    else:
-        h_soft = torch.where(eigenvalues > threshold, eigenvalues, math.inf).amin(-1)
-        newton = 0.5 * (g**2).sum(-1) / h_soft.clamp(min=1e-30)  # an upper bound
     vectors = None if vectors is None else vectors.double().cpu()
-    out = Curvature(
+    spectrum = Curvature(
         eigenvalues=eigenvalues.double().cpu(),
         grad_norm=g.norm(dim=-1).double().cpu(),
-        newton_drop=newton.double().cpu(),
+        newton_drop=torch.zeros(()),
         eigenvectors=vectors,
     )
+    out = dataclasses.replace(spectrum, newton_drop=_newton_drop(spectrum, g.double().cpu()))
     if params is not None:
         return out
     return Curvature(  # drop the anchor's chain dim of 1
@@ -275,18 +254,39 @@ def probe(
     )
 
 
+def _newton_drop(spectrum: Curvature, g: Tensor) -> Tensor:
+    """½ gᵀH⁺g over the curved directions (an upper bound, ½‖g‖²/h_soft, without
+    eigenvectors)."""
+    curved = spectrum.eigenvalues > spectrum.null_threshold[..., None]
+    if spectrum.eigenvectors is None:
+        soft = spectrum.h_soft
+        return 0.5 * (g**2).sum(-1) / torch.where(soft > 0, soft, math.inf)
+    coeff = (spectrum.eigenvectors.transpose(-1, -2) @ g.unsqueeze(-1)).squeeze(-1)
+    safe = torch.where(curved, spectrum.eigenvalues, torch.ones_like(coeff))
+    return 0.5 * torch.where(curved, coeff**2 / safe, torch.zeros_like(coeff)).sum(-1)
+
+
 def hessian_at(problem: Problem, params: tuple[Tensor, ...], generator: torch.Generator) -> Tensor:
     """(..., chain, d, d) the Hessian of L_n (≤ HESSIAN_ROWS random rows) at `params`."""
     dtype = _probe_dtype(problem)
-    at = tuple(p.detach() if dtype is None else p.detach().to(dtype) for p in params)
-    batch = None
-    if problem.data_batch is not None:
-        rows = None
-        if problem.n > HESSIAN_ROWS:
-            rows = torch.randperm(problem.n, generator=generator, device=generator.device)
-            rows = rows[:HESSIAN_ROWS]
-        batch = _cast_batch(problem.data_batch(rows), dtype)
-    return _hessian(problem, at, batch).double().cpu()
+    batch = _hessian_batch(problem, dtype, generator)
+    return _hessian(problem, _cast_params(params, dtype), batch).double().cpu()
+
+
+def _cast_params(params: tuple[Tensor, ...], dtype: torch.dtype | None) -> tuple[Tensor, ...]:
+    return tuple(p.detach() if dtype is None else p.detach().to(dtype) for p in params)
+
+
+def _hessian_batch(problem: Problem, dtype: torch.dtype | None, generator: torch.Generator) -> Any:
+    """The rows the Hessian is taken on: all, or HESSIAN_ROWS drawn from `generator`
+    (None for a potential: no data)."""
+    if problem.data_batch is None:
+        return None
+    rows = None
+    if problem.n > HESSIAN_ROWS:
+        rows = torch.randperm(problem.n, generator=generator, device=generator.device)
+        rows = rows[:HESSIAN_ROWS]
+    return _cast_batch(problem.data_batch(rows), dtype)
 
 
 #: The chains' curvature may differ from w*'s by at most this factor (on average over the

@@ -11,7 +11,6 @@ import torch
 from torch import Tensor
 
 from tms_slt.sampling import curvature
-from tms_slt.sampling import curvature as curvature_
 from tms_slt.sampling.backends import sample
 from tms_slt.sampling.chains import Traces
 from tms_slt.sampling.problems import Problem
@@ -53,7 +52,7 @@ class Settings:
 
 
 def predicted_bias(
-    curvature: curvature_.Curvature,
+    curv: curvature.Curvature,
     nbeta: Tensor | float,
     step_size: Tensor | float,
     localization: Tensor | float,
@@ -68,8 +67,8 @@ def predicted_bias(
     the truth in this model is ½ · (number of curved directions). Returns "localization",
     "discretization", "burnin" (each with the other two biases off) and "total".
     """
-    ev = curvature.eigenvalues
-    curved = ev > curvature.null_threshold[..., None]
+    ev = curv.eigenvalues
+    curved = ev > curv.null_threshold[..., None]
     nb = torch.as_tensor(nbeta, dtype=torch.float64)[..., None]
     eps = torch.as_tensor(step_size, dtype=torch.float64)[..., None]
     gam = torch.as_tensor(localization, dtype=torch.float64)[..., None]
@@ -86,53 +85,55 @@ def predicted_bias(
         mean = torch.where(curved, factor, torch.zeros_like(factor)).sum(-1) / n_curved
         return torch.where(curved.any(-1), mean - 1.0, torch.zeros_like(mean))
 
-    k_plain = k / (k + gam).clamp(min=1e-300)  # with γ: the localized variance is 1/(k+γ)
     return {
         "localization": rel(loc),
         "discretization": rel(disc),
         "burnin": rel(relax),
-        "total": rel(k_plain * disc * relax),
+        "total": rel(loc * disc * relax),
     }
 
 
-def auto_settings(curvature: curvature_.Curvature, nbeta: Tensor | float) -> Settings:
-    """γ, ε per anchor and the chain length from the Hessian spectrum (see the module doc).
+def auto_settings(
+    curv: curvature.Curvature, nbeta: Tensor | float, localization: Any = None
+) -> tuple[Tensor, Tensor]:
+    """(ε, γ) per anchor from the Hessian spectrum (see the module doc of `curvature`):
 
-    γ = min(C_LOCALIZATION · nβ h_soft, C_SINGULAR · √(nβ h_max)),
-    ε = C_STEP / (nβ h_max + γ), and `chain_length`. Anchors with a vanishing Hessian
-    (h_max = 0) get ε from a unit curvature; `estimate_llc` probes them again after a pilot.
+    γ = min(C_LOCALIZATION · nβ h_soft, C_SINGULAR · √(nβ h_max)) unless `localization` is
+    given, and ε = C_STEP / (nβ h_max + γ). Anchors with a vanishing Hessian (h_max = 0)
+    get ε from a unit curvature; `choose_settings` probes them again after a pilot.
     """
     nb = torch.as_tensor(nbeta, dtype=torch.float64)
-    h_max = curvature.h_max
-    h_soft = curvature.h_soft
+    h_max = curv.h_max
+    h_soft = curv.h_soft
     flat = h_max <= 0
     h_max = torch.where(flat, torch.ones_like(h_max), h_max)
     h_soft = torch.where(flat | (h_soft <= 0), h_max, h_soft)
-    gamma = torch.minimum(C_LOCALIZATION * nb * h_soft, C_SINGULAR * (nb * h_max).sqrt())
-    eps = C_STEP / (nb * h_max + gamma)
-    draws, burnin = chain_length(curvature, nbeta, eps, gamma, "auto", "auto")
-    return Settings(step_size=eps, localization=gamma, num_burnin=burnin, num_draws=draws)
+    if localization is None:
+        gamma = torch.minimum(C_LOCALIZATION * nb * h_soft, C_SINGULAR * (nb * h_max).sqrt())
+    else:
+        gamma = torch.as_tensor(localization, dtype=torch.float64)
+    return C_STEP / (nb * h_max + gamma), gamma
 
 
 def slowest_rate(
-    curvature: curvature_.Curvature, nbeta: Any, step_size: Any, localization: Any
+    curv: curvature.Curvature, nbeta: Any, step_size: Any, localization: Any
 ) -> Tensor:
     """(...) the slowest relaxation rate per step, ε·(k_slow + γ), of the directions that
     count: the softest curved one, k = nβ h_soft, and, where the Hessian has null
     directions that may be singular rather than flat, a quartic one at its posterior scale,
     k ≈ √(nβ h_max)."""
     nb = torch.as_tensor(nbeta, dtype=torch.float64)
-    h_max = curvature.h_max.clamp(min=1e-300)
-    soft = torch.where(curvature.h_soft > 0, curvature.h_soft, h_max)
+    h_max = curv.h_max.clamp(min=1e-300)
+    soft = torch.where(curv.h_soft > 0, curv.h_soft, h_max)
     k = nb * soft
-    has_null = curvature.num_curved < curvature.eigenvalues.shape[-1]
+    has_null = curv.num_curved < curv.eigenvalues.shape[-1]
     k = torch.where(has_null, torch.minimum(k, (nb * h_max).sqrt()), k)
     eps = torch.as_tensor(step_size, dtype=torch.float64)
     return eps * (k + torch.as_tensor(localization, dtype=torch.float64))
 
 
 def chain_length(
-    curvature: curvature_.Curvature,
+    curv: curvature.Curvature,
     nbeta: Any,
     step_size: Any,
     localization: Any,
@@ -141,8 +142,8 @@ def chain_length(
 ) -> tuple[int, int]:
     """(draws, burn-in): the given values, or BURNIN_TAUS and then SAMPLE_TAUS relaxation
     times 1/`slowest_rate` of the slowest anchor (draws within MIN_DRAWS..MAX_DRAWS)."""
-    rate = slowest_rate(curvature, nbeta, step_size, localization)
-    near = curvature_.near_minimum(curvature, nbeta)
+    rate = slowest_rate(curv, nbeta, step_size, localization)
+    near = curvature.near_minimum(curv, nbeta)
     if bool(near.any()):  # λ̂ is meaningless elsewhere: let those not set the length
         rate = rate[near]
     slowest = float((1.0 / rate).max()) if rate.numel() else 1.0
@@ -233,11 +234,8 @@ def _pilot_round(
     if not bool(finite.all()):
         return curv, torch.where(finite, eps, eps / 10), gam
     curv = curvature.combine(curv, curvature.probe(problem, generator, params=ends, gradient=False))
-    auto = auto_settings(curv, nbeta)
-    if auto_localization:
-        return curv, auto.step_size, auto.localization
-    nb = torch.as_tensor(nbeta, dtype=torch.float64)
-    return curv, C_STEP / (nb * curv.h_max.clamp(min=1e-300) + gam), gam
+    proposed, gam = auto_settings(curv, nbeta, None if auto_localization else gam)
+    return curv, proposed, gam
 
 
 def choose_settings(
@@ -271,9 +269,9 @@ def choose_settings(
         )
         return settings, {}, None
     curv = curvature.probe(problem, generator)
-    auto = auto_settings(curv, nbeta)
-    eps = auto.step_size if step_size == "auto" else torch.as_tensor(step_size)
-    gam = auto.localization if localization == "auto" else torch.as_tensor(localization)
+    auto_eps, auto_gam = auto_settings(curv, nbeta)
+    eps = auto_eps if step_size == "auto" else torch.as_tensor(step_size)
+    gam = auto_gam if localization == "auto" else torch.as_tensor(localization)
     if step_size == "auto":
         for _ in range(MAX_PILOT_ROUNDS):
             tried = eps
