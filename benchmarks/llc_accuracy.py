@@ -7,7 +7,8 @@ Every row calls `estimate_llc` with its defaults (ε, γ, draws and burn-in "aut
 tests in tests/statistical/test_llc_defaults.py do, whose model builders this script imports
 (the same models, seeds and numbers). Columns: model | λ | λ̂ ± SE (max of the chains'
 spread/√K and the MCSE) | relative error | the ε and γ chosen (median over anchors) |
-reliable | seconds | calibration cost, the share of the run spent choosing the settings:
+nβ·h_soft and the curvature ratio (the two finite-nβ checks) | reliable | seconds |
+calibration cost, the share of the run spent choosing the settings:
 1 − t(given the chosen settings)/t(auto), measured side by side.
 
 Parts:
@@ -17,7 +18,8 @@ Parts:
 * dlns: seven deep linear networks of depth 2–4 fitted by Adam + L-BFGS to noisy data.
 * potentials: a regular quadratic and three normal crossings at nβ = 1000, 64 chains.
 * before: the refined k-gons at n = 1000 with the old quickstart settings (ε = 1e-3,
-  γ = 100) beside the defaults: what issue #9 reported.
+  γ = 100) beside the defaults, and the defaults at n = 3000: what issue #9 reported, and
+  where the finite-nβ checks stop the defaults from being called reliable.
 """
 
 from __future__ import annotations
@@ -49,9 +51,13 @@ def _row(name: str, lam: float, result, seconds: float, share: float | None, se)
     gam = float(np.median(result.calibration["localization"].numpy()))
     reliable = "yes" if bool(result.diagnostics["reliable"]) else "no"
     cost = "-" if share is None else f"{100 * share:.0f}%"
+    cal = result.calibration
+    soft = float(result.nbeta_per_index.reshape(-1)[0]) * float(cal["hessian_soft"])
+    ratio = float(cal.get("curvature_ratio", torch.tensor(float("nan"))))
     return (
         f"| {name} | {lam:g} | {mean:.3f} ± {float(se):.3f} | {100 * (mean / lam - 1):+.1f}% "
-        f"| {eps:.2e}, {gam:.3g} | {reliable} | {seconds:.1f} | {cost} |"
+        f"| {eps:.2e}, {gam:.3g} | {soft:.3g} | {ratio:.3f} | {reliable} | {seconds:.1f} "
+        f"| {cost} |"
     )
 
 
@@ -149,17 +155,20 @@ def potentials(t) -> list[str]:
 
 
 def before(t) -> list[str]:
+    """The old fixed settings at n = 1000, and the defaults at n = 1000 and 3000 (small
+    training sets, where nβ·h_soft is below the asymptotic regime)."""
     rows = []
-    (W, b), x = t.refined_kgons(1000)
     truth = [float(t.kgon_llc(k, 6, v)) for k, v in t.KGONS]
     old = {"step_size": 1e-3, "localization": 100.0, "num_draws": 500, "num_burnin": 100}
-    for label, kw in (("ε = 1e-3, γ = 100 (old quickstart)", old), ("defaults", {})):
+    runs = [(1000, "ε = 1e-3, γ = 100 (old quickstart)", old), (1000, "defaults", {})]
+    for n, label, kw in [*runs, (3000, "defaults", {})]:
+        (W, b), x = t.refined_kgons(n)
         result, seconds = _timed(
             (W, b), dataset=x, generator=torch.Generator().manual_seed(0), **kw
         )
         for i, (k, v) in enumerate(t.KGONS):
             one = _split(result, i)
-            name = f"{k}{v if k < 6 else ''}, n = 1000, {label}"
+            name = f"{k}{v if k < 6 else ''}, n = {n}, {label}"
             rows.append(_row(name, truth[i], one, seconds, None, t.standard_error(one)))
     return rows
 
@@ -173,9 +182,10 @@ def main() -> None:
     t = _tests()
     print(f"threads: {args.threads}")
     print(
-        "| model | λ | λ̂ (defaults) ± SE | rel. error | ε, γ chosen | reliable | s | calibration |"
+        "| model | λ | λ̂ (defaults) ± SE | rel. error | ε, γ chosen | nβ·h_soft "
+        "| curvature ratio | reliable | s | calibration |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for part in args.parts:
         for row in globals()[part](t):
             print(row, flush=True)

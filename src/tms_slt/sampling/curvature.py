@@ -291,9 +291,10 @@ def _hessian_batch(problem: Problem, dtype: torch.dtype | None, generator: torch
 
 #: The chains' curvature may differ from w*'s by at most this factor (on average over the
 #: curved directions) for the quadratic picture behind λ = rank/2 to hold where they sample.
-#: Set from the c = 6 k-gons (benchmarks/llc_accuracy.py): on the exact population loss at
-#: nβ = 1000 the 5+ gives a ratio of 0.85 with the tempered posterior itself 15% above λ,
-#: while at nβ ≥ 1e4, and for the 6-gon at 1000, ratios within 0.9–1.1 go with λ̂ within 8%.
+#: Set from the c = 6 k-gons (benchmarks/llc_accuracy.py prints the ratio per row): on the
+#: exact population loss at nβ = 1000 the 5+ gives a ratio of 0.85 with the tempered
+#: posterior itself 15% above λ, while at nβ ≥ 1e4, and for the 6-gon at 1000, ratios
+#: within 0.9–1.1 go with λ̂ within 8%.
 MAX_CURVATURE_RATIO = 1.15
 #: ... and the softest curved direction must be stiff enough, nβ·h_soft ≥ MIN_SOFT_STIFFNESS
 #: (posterior spread 1/√(nβ h_soft) ≲ 0.2/√h_soft): the 6-gon gives λ̂ 21% and 18% high at
