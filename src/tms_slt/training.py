@@ -258,3 +258,50 @@ def train(
         swish_sharpness=m.swish_sharpness,
         config=config,
     )
+
+
+def refine_minimum(
+    W: Tensor,
+    b: Tensor,
+    dataset: Tensor,
+    *,
+    activation: str = "relu",
+    importance: Tensor | None = None,
+    max_iter: int = 500,
+) -> tuple[Tensor, Tensor]:
+    """The local minimum of L_n nearest (W, b), for every leading index at once.
+
+    L-BFGS (strong Wolfe) in float64 on Σ_anchors L_n(W_a, b_a): the anchors do not interact,
+    so the minimum of the sum is each anchor's minimum. Used to move a critical point of the
+    population loss (e.g. a k-gon of `theory.kgon_critical_point`) onto the empirical loss
+    before `estimate_llc`, which needs w* at a local minimum of L_n (Lau et al. 2023).
+
+    Args:
+        W, b: (..., m, n) and (..., n) starting points.
+        dataset: (num_samples, n) or (..., num_samples, n) training set D_n.
+    Returns:
+        (W*, b*) in W's dtype.
+    """
+    if W.shape[:-2] != b.shape[:-1] or W.shape[-1] != b.shape[-1]:
+        raise ValueError(f"W {tuple(W.shape)} and b {tuple(b.shape)} do not match")
+    act = get_activation(activation)
+    x = dataset.double()
+    imp = None if importance is None else importance.double()
+    Wd = W.detach().double().clone().requires_grad_(True)
+    bd = b.detach().double().clone().requires_grad_(True)
+    opt = torch.optim.LBFGS(
+        [Wd, bd],
+        max_iter=max_iter,
+        tolerance_grad=1e-12,
+        tolerance_change=1e-15,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure() -> Tensor:
+        opt.zero_grad()
+        loss = reconstruction_loss(Wd, bd, x, imp, act).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return Wd.detach().to(W.dtype), bd.detach().to(b.dtype)

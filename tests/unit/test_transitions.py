@@ -25,7 +25,7 @@ from tms_slt.transitions import (
     two_feature_losses,
     two_feature_phase,
 )
-from tms_slt.transitions.dynamical import stable_labels
+from tms_slt.transitions.dynamical import plateau_segments, stable_labels
 from tms_slt.transitions.phase_diagram import antipodal_loss
 
 #: Planted change points must be recovered within this many indices.
@@ -229,6 +229,51 @@ def test_bayesian_crossings_follow_the_lower_envelope() -> None:
     for t, i in zip(found, switches, strict=True):
         assert grid[i] <= t.location <= grid[i + 1]
         assert (t.before, t.after) == (best[i], best[i + 1])
+
+
+def test_bayesian_crossings_with_constants_follow_the_lower_envelope() -> None:
+    """With O(1) terms c_k (e.g. −log prior) the envelope of n L + λ log n + c is found too,
+    the convex/concave split of h still holding."""
+    rng = np.random.default_rng(5)
+    losses = dict(zip("abcd", rng.uniform(0.01, 0.3, 4), strict=True))
+    llcs = dict(zip("abcd", rng.uniform(0.5, 6.0, 4), strict=True))
+    consts = dict(zip("abcd", rng.uniform(-5.0, 5.0, 4), strict=True))
+    found = bayesian_crossings(losses, llcs, constants=consts, n_min=2, n_max=1e8)
+    grid = np.geomspace(2, 1e8, 20001)
+    F = np.stack([free_energy(losses[k], llcs[k], grid, consts[k]) for k in "abcd"])
+    best = np.array(list("abcd"))[F.argmin(0)]
+    switches = np.flatnonzero(best[1:] != best[:-1])
+    assert len(found) == len(switches)
+    for t, i in zip(found, switches, strict=True):
+        assert grid[i] <= t.location <= grid[i + 1]
+
+
+def test_bayesian_crossing_of_the_c6_pentagon_and_hexagon() -> None:
+    """Chen et al. 2023's 5 → 6 crossing: n ≈ 601 with the standard normal prior's
+    ½‖w*‖², 445 without, from the exact losses and λ of `theory` (the prior term computed
+    here from the k-gon's parameters, independently of the paper)."""
+    from tms_slt.theory import kgon_critical_point, kgon_llc, kgon_loss
+
+    labels = {"5-": (5, "-"), "6": (6, "-")}
+    losses = {k: kgon_loss(kv[0], 6, variant=kv[1]) for k, kv in labels.items()}
+    llcs = {k: float(kgon_llc(kv[0], 6, kv[1])) for k, kv in labels.items()}
+    prior = {}
+    for k, (kk, v) in labels.items():
+        W, b = kgon_critical_point(kk, 6, variant=v)
+        prior[k] = 0.5 * float((W**2).sum() + (b**2).sum())
+    (with_prior,) = bayesian_crossings(losses, llcs, constants=prior)
+    (without,) = bayesian_crossings(losses, llcs)
+    assert (with_prior.before, with_prior.after) == ("5-", "6")
+    assert with_prior.location == pytest.approx(601, abs=1)
+    assert without.location == pytest.approx(445, abs=1)
+    with pytest.raises(ValueError, match="constants"):
+        bayesian_crossings(losses, llcs, constants={"6": 0.0})
+
+
+def test_plateau_segments_debounce_flicker() -> None:
+    labels = ["3", "3", "4", "3", "3", "4", "4", "4", "5"]
+    assert plateau_segments(labels) == [(0, 5, "3"), (5, 8, "4"), (8, 9, "5")]
+    assert plateau_segments([]) == []
 
 
 def test_posterior_phase_fractions() -> None:

@@ -152,7 +152,11 @@ def _parse_variant(variant: str, k: int, c: int) -> str:
 
 @lru_cache(maxsize=256)
 def kgon_solution(
-    k: int, c: int = 6, bias: float | str = "auto", variant: str = "-"
+    k: int,
+    c: int = 6,
+    bias: float | str = "auto",
+    variant: str = "-",
+    dead_bias: float | None = None,
 ) -> KGonSolution:
     """The regular k-gon critical point of the high-sparsity TMS (Chen et al. 2023).
 
@@ -181,13 +185,19 @@ def kgon_solution(
             and the point is critical in W but not necessarily in b).
         variant: ``"-"``, ``"+"`` (all unrepresented biases of that sign) or one sign per
             unrepresented feature, e.g. ``"+-"`` for k = 4, c = 6.
+        dead_bias: β of every ``"-"`` feature, < 0 (default −1/(2c)). Every β < 0 is on the
+            same flat family (same loss, same λ); a β far from 0 keeps a sampler inside the
+            family's basin, where at −1/(2c) its chains reach β ≥ 0 and the lower loss beyond.
     """
     c = _check_int("c", c, 2)
     k = _check_int("k", k, 2)
     if k > c:
         raise ValueError(f"need 2 <= k <= c, got k={k}, c={c}")
     signs = _parse_variant(variant, k, c)
-    unrep = tuple(1.0 / (2 * c) if s == "+" else -1.0 / (2 * c) for s in signs)
+    minus = -1.0 / (2 * c) if dead_bias is None else float(dead_bias)
+    if not minus < 0:
+        raise ValueError(f"dead_bias must be negative, got {dead_bias}")
+    unrep = tuple(1.0 / (2 * c) if s == "+" else minus for s in signs)
     fixed_bias = None
     if isinstance(bias, str):
         if bias != "auto":
@@ -268,14 +278,18 @@ def _optimise_kgon(
 
 
 def kgon_critical_point(
-    k: int, c: int = 6, bias: float | str = "auto", variant: str = "-"
+    k: int,
+    c: int = 6,
+    bias: float | str = "auto",
+    variant: str = "-",
+    dead_bias: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(W, b)`` of the regular k-gon critical point: W ``(2, c)``, b ``(c,)`` (float64).
 
     Columns 0..k−1 form the k-gon (column i at angle 2πi/k), the rest are zero; see
     :func:`kgon_solution` for the bias conventions and how l and b* are found.
     """
-    sol = kgon_solution(k, c, bias, variant)
+    sol = kgon_solution(k, c, bias, variant, dead_bias)
     return _kgon_params(k, c, sol.length, sol.bias, sol.unrepresented_biases, np)
 
 

@@ -3,13 +3,15 @@
 The free energy of a phase (a neighbourhood of the critical point w_k) is, to leading orders
 (Watanabe 2009; the local form of Lau et al. 2023),
 
-    F_n(k) ≈ n L_k + λ_k log n,
+    F_n(k) ≈ n L_k + λ_k log n + c_k,
 
-L_k the population loss and λ_k the local learning coefficient. The posterior concentrates on
-the phase of least F_n: small n prefers low λ (simple, high loss), large n low loss. The
-preferred phase between a and b changes where n (L_a − L_b) = (λ_b − λ_a) log n; in u = log n
-this is h(u) = e^u ΔL + Δλ u = 0 (ΔL = L_a − L_b, Δλ = λ_a − λ_b), which has at most two
-roots (h is convex or concave), found with scipy's brentq on brackets split at h' = 0.
+L_k the population loss, λ_k the local learning coefficient and c_k an O(1) term, such as
+−log φ(w_k) for a prior φ (Chen et al. 2023 use a standard normal prior, c_k = ½‖w_k‖², and
+predict the 5 → 6-gon crossing at c = 6 from it: n ≈ 601 with, 445 without). The posterior
+concentrates on the phase of least F_n: small n prefers low λ (simple, high loss), large n low
+loss. The preferred phase between a and b changes where, in u = log n,
+h(u) = e^u ΔL + Δλ u + Δc = 0 (ΔL = L_a − L_b, …), which has at most two roots (h is convex
+or concave), found with scipy's brentq on brackets split at h' = 0.
 
 The same competition, measured instead of predicted: :func:`posterior_configurations` classifies
 SGLD draws from the tempered posterior ∝ exp(−nβ L_n(w) − (γ/2)‖w − w*‖²) (recorded with
@@ -34,20 +36,22 @@ from torch import Tensor
 from tms_slt.transitions.records import Transition
 
 
-def free_energy(loss: float, llc: float, n: float | np.ndarray) -> float | np.ndarray:
-    """F_n ≈ n L + λ log n."""
+def free_energy(
+    loss: float, llc: float, n: float | np.ndarray, constant: float = 0.0
+) -> float | np.ndarray:
+    """F_n ≈ n L + λ log n + c (c: an O(1) term such as −log prior(w*), default 0)."""
     n = np.asarray(n, dtype=np.float64)
     if (n <= 0).any():
         raise ValueError("n must be positive")
-    out = n * loss + llc * np.log(n)
+    out = n * loss + llc * np.log(n) + constant
     return float(out) if out.ndim == 0 else out
 
 
-def _pair_roots(dl: float, dlam: float, u_min: float, u_max: float) -> list[float]:
-    """Roots u ∈ (u_min, u_max) of h(u) = e^u dl + dlam u."""
+def _pair_roots(dl: float, dlam: float, dc: float, u_min: float, u_max: float) -> list[float]:
+    """Roots u ∈ (u_min, u_max) of h(u) = e^u dl + dlam u + dc."""
 
     def h(u: float) -> float:
-        return math.exp(u) * dl + dlam * u
+        return math.exp(u) * dl + dlam * u + dc
 
     cuts = [u_min, u_max]
     if dl != 0 and -dlam / dl > 0:
@@ -68,6 +72,7 @@ def bayesian_crossings(
     losses: Mapping[str, float],
     llcs: Mapping[str, float],
     *,
+    constants: Mapping[str, float] | None = None,
     n_min: float = 2.0,
     n_max: float = 1e12,
 ) -> list[Transition]:
@@ -76,6 +81,8 @@ def bayesian_crossings(
     Args:
         losses: phase label → L_k (population loss at its critical point).
         llcs: phase label → λ_k (its local learning coefficient); same keys.
+        constants: phase label → c_k, the O(1) term of F_n (e.g. ½‖w_k‖² for a standard
+            normal prior); default 0 for every phase.
         n_min, n_max: the range of n searched.
 
     Returns:
@@ -88,24 +95,29 @@ def bayesian_crossings(
         raise ValueError(
             f"losses and llcs must have the same labels, got {sorted(losses)} and {sorted(llcs)}"
         )
+    if constants is not None and set(constants) != set(losses):
+        raise ValueError(
+            f"constants must have the labels {sorted(losses)}, got {sorted(constants)}"
+        )
     if not 0 < n_min < n_max:
         raise ValueError(f"need 0 < n_min < n_max, got {n_min}, {n_max}")
     labels = sorted(losses)
     L = {k: float(losses[k]) for k in labels}
     lam = {k: float(llcs[k]) for k in labels}
+    const = {k: float((constants or {}).get(k, 0.0)) for k in labels}
     u_min, u_max = math.log(n_min), math.log(n_max)
     candidates = sorted(
         {
             u
             for i, a in enumerate(labels)
             for b in labels[i + 1 :]
-            for u in _pair_roots(L[a] - L[b], lam[a] - lam[b], u_min, u_max)
+            for u in _pair_roots(L[a] - L[b], lam[a] - lam[b], const[a] - const[b], u_min, u_max)
         }
     )
 
     def best(u: float) -> str:
         n = math.exp(u)
-        return min(labels, key=lambda k: (n * L[k] + lam[k] * u, k))
+        return min(labels, key=lambda k: (n * L[k] + lam[k] * u + const[k], k))
 
     out = []
     for u in candidates:

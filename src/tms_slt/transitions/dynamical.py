@@ -22,6 +22,7 @@ estimates (``llc_reliable``, from `LLCResult.diagnostics`) around the transition
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -82,6 +83,14 @@ def stable_labels(labels: Sequence[str], min_persistence: int = 2) -> tuple[np.n
         out[i : i + run] = current
         i += run
     return out.astype(str), changes
+
+
+def plateau_segments(labels: Sequence[str], min_persistence: int = 2) -> list[tuple[int, int, str]]:
+    """(start, stop, label) of every stage of the debounced k-gon labels (`stable_labels`,
+    the detector's flicker filter): checkpoints start..stop − 1 hold `label`."""
+    stable, changes = stable_labels(labels, min_persistence=min_persistence)
+    bounds = [0, *changes, len(stable)]
+    return [(a, b, str(stable[a])) for a, b in itertools.pairwise(bounds) if b > a]
 
 
 def _fill_nan(x: np.ndarray) -> np.ndarray:

@@ -1,0 +1,91 @@
+"""The Chen et al. 2023 study end to end in quick mode, and `tms-slt figures` from its results."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tms_slt.cli import main
+from tms_slt.io import read_dataset
+from tms_slt.paper import build
+from tms_slt.paper.chen import observed_crossing, plateau_transitions
+
+pytestmark = pytest.mark.experiments
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("figures") / "quick"
+    argv = ["figures", "chen2023", "--quick", "--out", str(out)]
+    assert main([*argv, "--experiments", str(REPO / "experiments")]) == 0
+    return out
+
+
+def test_every_figure_table_and_the_write_up_are_written(quick):
+    for name in ("bayesian_transitions", "sgd_plateaus", "sgd_transition_statistics"):
+        assert (quick / "figures" / f"{name}.png").stat().st_size > 10_000
+    for name in ("kgon_c6", "bayesian_transitions", "sgd_plateaus"):
+        assert (quick / "tables" / f"{name}.md").read_text().startswith("# ")
+    assert "quick-mode results" in (quick / "chen2023.md").read_text()
+
+
+def test_kgon_table_has_every_variant_and_estimates_only_minima(quick):
+    ds = read_dataset(quick / "data" / "kgon_table" / "results.nc")
+    # k = 6: 1 variant; k < 6: 6 − k + 1 sign multisets of the unused biases.
+    assert ds.sizes["row"] == 1 + 2 + 3 + 4 + 5
+    saddle = ds["index"].values > 0
+    assert np.isnan(ds["llc_hat"].values[saddle]).all()
+    assert np.isfinite(ds["llc_hat"].values[~saddle]).all()
+    six = ds["label"].values == "6"
+    assert ds["llc_theory"].values[six].item() == 8.5
+    table = (quick / "tables" / "kgon_c6.md").read_text()
+    assert table.count("\n| ") == 1 + ds.sizes["row"]  # header + one row per critical point
+
+
+def test_bayesian_prediction_and_posterior(quick):
+    ds = read_dataset(quick / "data" / "bayesian_transitions" / "results.nc")
+    theory = ds["crossing_n"].values[ds["crossing_source"].values == "theory"]
+    assert theory == pytest.approx([601], abs=1)
+    fractions = ds["count"] / ds["count"].sum("configuration")
+    assert np.allclose(fractions.sum("configuration"), 1)
+    # The tempered posterior's mean loss falls as n grows (d E[L]/dβ = −Var L ≤ 0).
+    assert ds["mean_loss"].values[0] > ds["mean_loss"].values[-1]
+
+
+def test_observed_crossing_interpolates_in_log_n():
+    import xarray as xr
+
+    fr = xr.DataArray(
+        [[0.2, 0.8], [0.4, 0.6], [0.7, 0.3], [0.9, 0.1]],
+        dims=("n", "configuration"),
+        coords={"n": [10.0, 100.0, 1000.0, 10000.0], "configuration": ["6", "5-"]},
+    )
+    # 6 − 5 goes from −0.2 at n = 100 to +0.4 at n = 1000: a third of the way in log n.
+    assert observed_crossing(fr) == pytest.approx(10 ** (2 + 1 / 3))
+    assert np.isnan(observed_crossing(fr.sel(configuration=["5-", "6"])[::-1]))
+
+
+def test_sgd_plateaus_descend(quick):
+    ds = read_dataset(quick / "data" / "sgd_plateaus" / "results.nc")
+    assert ds.sizes["instance"] == 8
+    loss = ds["loss"].values
+    assert (loss[-1] < loss[0]).all()  # every seed's loss fell
+    found = plateau_transitions(ds)
+    assert {t["instance"] for t in found} == set(range(8))  # every seed left its start
+    assert all(t["before"] != t["after"] for t in found)
+
+
+def test_figures_rebuild_identically_from_saved_results(quick, tmp_path):
+    def digest(root: Path) -> dict[str, str]:
+        return {
+            p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted((root / "figures").glob("*")) + sorted((root / "tables").glob("*"))
+        }
+
+    build("chen2023", quick / "data", tmp_path)
+    assert digest(tmp_path) == digest(quick)
