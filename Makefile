@@ -32,12 +32,14 @@ check: test
 # paper/: `make paper` rebuilds every figure, table and write-up from the saved results in
 # paper/data (no training); `make paper-data` first runs each experiment whose results are
 # missing (full mode; an existing result is never overwritten: delete it to rerun).
-ELHAGE := superposition_vs_sparsity phase_diagram feature_dimensionality
+EXPERIMENTS := elhage2022/superposition_vs_sparsity elhage2022/phase_diagram \
+	elhage2022/feature_dimensionality chen2023/kgon_table chen2023/bayesian_transitions \
+	chen2023/sgd_plateaus swish/swish_vs_relu moving-distribution/tracking
 
 paper-data: venv-core
-	@for s in $(ELHAGE); do \
-		if [ ! -f paper/data/elhage2022/$$s/results.nc ]; then \
-			$(BIN)/python experiments/elhage2022/$$s.py || exit 1; \
+	@for e in $(EXPERIMENTS); do \
+		if [ ! -f paper/data/$$e/results.nc ]; then \
+			$(BIN)/python experiments/$$e.py || exit 1; \
 		fi; \
 	done
 
