@@ -33,6 +33,7 @@ check: test
 # paper/data (no training); `make paper-data` first runs each experiment whose results are
 # missing (full mode; an existing result is never overwritten: delete it to rerun).
 EXPERIMENTS := elhage2022/superposition_vs_sparsity elhage2022/phase_diagram \
+	elhage2022/phase_diagram_3in2 \
 	elhage2022/feature_dimensionality chen2023/kgon_table chen2023/bayesian_transitions \
 	chen2023/sgd_plateaus swish/swish_vs_relu moving-distribution/tracking
 

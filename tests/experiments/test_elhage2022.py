@@ -26,7 +26,13 @@ def quick(tmp_path_factory) -> Path:
 
 
 def test_every_figure_and_table_is_written(quick):
-    for name in ("superposition_vs_sparsity", "elhage_phase_diagram", "feature_dimensionality"):
+    names = (
+        "superposition_vs_sparsity",
+        "elhage_phase_diagram",
+        "elhage_phase_diagram_3in2",
+        "feature_dimensionality",
+    )
+    for name in names:
         assert (quick / "figures" / f"{name}.png").stat().st_size > 10_000
         assert (quick / "tables" / f"{name}.md").read_text().startswith("# ")
 
@@ -57,6 +63,20 @@ def test_phase_diagram_labels_and_boundary(quick):
     assert top.isel(relative_importance=0).item() == "feature_1"
     assert top.isel(relative_importance=-1).item() == "feature_2"
     assert "Agreement:" in (quick / "tables" / "elhage_phase_diagram.md").read_text()
+
+
+def test_three_in_two_labels(quick):
+    """Feature 3 is labelled by its own norm and the represented count, cell by cell."""
+    import torch
+
+    from tms_slt.geometry import column_norms
+
+    ds = read_dataset(quick / "data" / "phase_diagram_3in2" / "results.nc")
+    W = torch.tensor(ds["W"].values)
+    rep = (column_norms(W) > 0.5).numpy()
+    label = ds["label"].values.astype(str)
+    assert ((label == "not represented") == ~rep[..., 2]).all()
+    assert ((label == "superposition") == rep.all(-1)).all()
 
 
 def test_dimensions_per_feature_fall_with_sparsity(quick):

@@ -60,6 +60,7 @@ STUDIES: dict[str, dict[str, Callable[[xr.Dataset, Path], Built]]] = {
     "elhage2022": {
         "superposition_vs_sparsity": elhage.superposition_vs_sparsity,
         "phase_diagram": elhage.phase_diagram,
+        "phase_diagram_3in2": elhage.phase_diagram_3in2,
         "feature_dimensionality": elhage.feature_dimensionality,
     },
     "chen2023": {
