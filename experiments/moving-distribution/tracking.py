@@ -18,6 +18,7 @@ checkpoint (defaults; each checkpoint's own q_t as data). Saves results.nc + met
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -129,6 +130,7 @@ def moving(config, cycle: int, warmup: int, generator, *, with_llc: bool, quick:
         tracked["llc_mean"] = (("checkpoint", "instance"), mean)
         tracked["llc_se"] = (("checkpoint", "instance"), se)
         tracked["llc_reliable"] = (("checkpoint", "instance"), rel)
+    tracked.attrs["schedule"] = json.dumps(schedule.to_dict())  # q_t, reloadable by from_dict
     found = detect_dynamical(tracked, schedule=schedule)
     fields = ("instance", "location", "before", "after", "driver", "confidence")
     for f in fields:
@@ -146,6 +148,7 @@ def run(out: Path, *, quick: bool = False) -> Path:
     results = static(config, static_grid(3 if quick else STATIC_GRID), generator)
     cycles = QUICK_CYCLES if quick else CYCLES
     warmup = QUICK_WARMUP if quick else WARMUP
+    schedules = {}
     for speed, cycle in cycles.items():
         tracked = moving(config, cycle, warmup, generator, with_llc=speed == LLC_SPEED, quick=quick)
         renamed = tracked.rename(
@@ -155,6 +158,7 @@ def run(out: Path, *, quick: bool = False) -> Path:
                 "transition": f"{speed}_transition",
             }
         )
+        schedules[speed] = renamed.attrs.pop("schedule")
         results = xr.merge([results, renamed.drop_vars(["hidden", "feature"], errors="ignore")])
     results.attrs = {
         "s_low": S_LOW,
@@ -162,6 +166,7 @@ def run(out: Path, *, quick: bool = False) -> Path:
         "warmup": warmup,
         "speeds": list(cycles),
         "cycles": list(cycles.values()),
+        **{f"{speed}_schedule": text for speed, text in schedules.items()},
     }
     return save_run(
         out,

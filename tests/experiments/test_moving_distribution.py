@@ -41,6 +41,14 @@ def test_tracking_follows_the_schedule_it_was_given(quick):
     assert np.allclose(s[step <= warmup], 0.6)  # held during the warm-up
     assert s.max() > 0.9 and s[-1] == pytest.approx(0.6)  # up and back
     assert {str(d) for d in ds["medium_transition_driver"].values} <= {"learning", "schedule"}
+    # The schedule is stored with the results and reloads to the same q_t.
+    import json
+
+    from tms_slt.schedules import DistributionSchedule
+
+    schedule = DistributionSchedule.from_dict(json.loads(ds.attrs["medium_schedule"]))
+    for t, expected in zip(step, s, strict=True):
+        assert float(schedule(int(t)).sparsity) == pytest.approx(expected, abs=1e-6)
     # The crossings read off the series are where k actually changes.
     for c in crossings(ds, "medium", warmup):
         if c["step_up"] is not None:
