@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from pathlib import Path
@@ -262,7 +263,7 @@ def bayesian_transitions(ds: xr.Dataset, out: Path) -> Built:
                 "k-gon",
                 "loss L",
                 "λ (exact)",
-                f"λ̂ ± SE (n = {ds.attrs.get('n_train', '?')})",
+                f"λ̂ ± SE (n = {_n_train(ds)})",
                 "½‖w*‖² (prior term)",
             ],
             minima,
@@ -279,6 +280,11 @@ def bayesian_transitions(ds: xr.Dataset, out: Path) -> Built:
     )
     table_path = atomic_write_text(out / "tables" / "bayesian_transitions.md", text)
     return Built((fig_path, table_path), numbers)
+
+
+def _n_train(ds: xr.Dataset) -> int:
+    """The training set size from the run's stored config."""
+    return int(json.loads(ds.attrs["config"])["data"]["n_train"])
 
 
 def _crossings(ds: xr.Dataset) -> dict[str, float]:
@@ -591,9 +597,7 @@ curved direction has h = {soft_6:.3f} at the 6-gon ({soft_5:.3f} at 5−), worth
 {bt["loss_gap_times_n"]:.1f} nats of n ΔL at the predicted crossing. The 6-gon has three
 more curved directions than 5−, whose flat set (W₆ and b₆) has a volume of its own, so the
 sign of the net term is not fixed by this argument; the observed crossing says which way it
-goes. An SGLD chain started at random and never swapped (not
-replica exchange) stays where it first falls at n ≳ 10³; its class fractions then measure
-where random starts land, not the posterior.
+goes.
 
 ## 3. Dynamical transitions in SGD
 
