@@ -18,6 +18,8 @@ from typing import Any
 
 ACTIVATIONS = ("linear", "relu", "swish", "gelu")
 OPTIMIZERS = ("adam", "adamw", "sgd")
+#: How the training steps run: see `tms_slt.training.train(backend=...)`.
+TRAIN_BACKENDS = ("auto", "native", "torch")
 
 
 class ConfigError(ValueError):
@@ -149,7 +151,8 @@ class TrainConfig:
     The defaults (plain SGD, lr 0.1, batch 100, 10⁴ steps, 6 instances) follow
     Chen et al. 2023's dynamical experiments: from a Xavier-normal start the
     instances pass through k-gon plateaus (3 → 4 → 5 represented features) on
-    the way down, some of them late (after 10³ steps).
+    the way down, some of them late (after 10³ steps). `backend` picks how the steps run
+    ("native": the fused C kernel; "torch"; "auto": native where it applies).
     """
 
     num_steps: int = 10_000
@@ -160,6 +163,7 @@ class TrainConfig:
     batch_size: int = 100
     num_instances: int = 6
     num_checkpoints: int = 50
+    backend: str = "auto"
 
     def __post_init__(self) -> None:
         s = "train"
@@ -177,6 +181,8 @@ class TrainConfig:
             _fail(
                 s, "num_checkpoints", "at least 2 (step 0 and the last step)", self.num_checkpoints
             )
+        if self.backend not in TRAIN_BACKENDS:
+            _fail(s, "backend", f"one of {', '.join(TRAIN_BACKENDS)}", self.backend)
 
 
 #: How the SGLD steps run: see `tms_slt.sampling.llc.estimate_llc(backend=...)`.

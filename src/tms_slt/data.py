@@ -11,6 +11,7 @@ value U[0, 1].
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -134,6 +135,36 @@ class TMSDistribution:
             mask = torch.rand(shape, generator=generator, device=device) >= s
         return values * mask
 
+    def sample_sparse(self, num: int, *, generator: torch.Generator | None = None) -> SparseSample:
+        """Draw `num` samples as their nonzero entries only: the distribution of `sample`.
+
+        Each feature is active independently with probability p = 1 − S, so the positions
+        of the active entries along a sequence of such trials are the partial sums of
+        Geometric(p) gaps, drawn by inversion, G = ⌊log V / log(1 − p)⌋ + 1 with V uniform
+        on (0, 1] (P(G > k) = (1 − p)^k); the values are U[0, 1). This draws about p·n
+        numbers per sample instead of 2n. The trials run along (sample, feature) when p is
+        the same for every feature of a distribution, else along the samples of each
+        feature. Independent-feature distributions only (`sparsity` given).
+        """
+        if self.sparsity is None:
+            raise ValueError(
+                "sample_sparse needs independent features (sparsity), not active_features"
+            )
+        if num < 0:
+            raise ValueError(f"num must be non-negative, got {num}")
+        n = self.n_features
+        p = self.feature_density.to(torch.float64).reshape(-1, n)  # (distribution, n)
+        shape = (*self.batch_shape, num, n)
+        if bool((p == p[:, :1]).all()):  # trials along (sample, feature): already sorted
+            row, pos = _bernoulli_positions(p[:, 0], num * n, generator)
+            index = row * (num * n) + pos
+        else:  # trials along the samples of each (distribution, feature), then sorted
+            row, pos = _bernoulli_positions(p.reshape(-1), num, generator)
+            index = ((row // n) * num + pos) * n + row % n
+            index = index.sort().values
+        value = torch.rand(index.shape, generator=generator)
+        return SparseSample(shape, index, value)
+
     def __repr__(self) -> str:
         mode = (
             f"active_features={self.active_features}"
@@ -144,6 +175,137 @@ class TMSDistribution:
             f"TMSDistribution(n_features={self.n_features}, {mode}, "
             f"importance_decay={self.importance_decay})"
         )
+
+
+def _bernoulli_positions(
+    p: Tensor, length: int, generator: torch.Generator | None
+) -> tuple[Tensor, Tensor]:
+    """(row, position) of the successes in `len(p)` rows of `length` Bernoulli(p_row) trials,
+    sorted by row, then position: geometric gaps by inversion, in float64.
+
+    A rectangle of gaps (rows × draws) covers the expected count plus a wide margin; the
+    rare rows it does not cover draw another, so the result is exact, not truncated.
+    """
+    rows = torch.nonzero(p > 0).flatten()  # p = 0: no successes, and log(1 − p) = 0
+    log_q = torch.log1p(-p[rows])  # −inf where p = 1: every gap is 1
+    start = torch.zeros(len(rows), dtype=torch.float64)
+    found: list[tuple[Tensor, Tensor]] = []
+    while len(rows):
+        mean = length * float(p[rows].max())
+        draws = min(length + 1, math.ceil(mean + 6.0 * math.sqrt(mean) + 8.0))
+        u = torch.rand(len(rows), draws, dtype=torch.float64, generator=generator)
+        gaps = torch.floor(torch.log1p(-u) / log_q.unsqueeze(-1)) + 1.0
+        pos = start.unsqueeze(-1) + torch.cumsum(gaps, dim=-1) - 1.0
+        hit = pos < length
+        found.append((rows.unsqueeze(-1).expand_as(pos)[hit], pos[hit].long()))
+        more = pos[:, -1] < length  # every draw was a success inside the row: draw again
+        rows, log_q, start = rows[more], log_q[more], pos[more, -1] + 1.0
+    if not found:
+        empty = torch.zeros(0, dtype=torch.long)
+        return empty, empty
+    row = torch.cat([r for r, _ in found])
+    pos = torch.cat([q for _, q in found])
+    if len(found) > 1:  # rows that drew again: restore (row, position) order
+        order = (row * length + pos).argsort()
+        row, pos = row[order], pos[order]
+    return row, pos
+
+
+@dataclass(frozen=True)
+class SparseSample:
+    """Samples of shape `shape` = (*batch, num, n) by their nonzero entries.
+
+    Attributes:
+        shape: the dense shape.
+        index: (nnz,) ascending flat indices into the dense tensor (row-major).
+        value: (nnz,) the entries there.
+    """
+
+    shape: tuple[int, ...]
+    index: Tensor
+    value: Tensor
+
+    @property
+    def num_samples(self) -> int:
+        """Samples per distribution (`shape[-2]`)."""
+        return self.shape[-2]
+
+    def dense(self) -> Tensor:
+        """The samples as a dense tensor of shape `shape`."""
+        out = torch.zeros(math.prod(self.shape), dtype=self.value.dtype)
+        return out.index_put_((self.index,), self.value).view(self.shape)
+
+    def rows(self, start: int, stop: int) -> Tensor:
+        """Dense samples start .. stop of every distribution, shape (*batch, stop − start, n)."""
+        n, num = self.shape[-1], self.shape[-2]
+        sample = (self.index // n) % num
+        keep = (sample >= start) & (sample < stop)
+        index = self.index[keep]
+        index = (index // (num * n)) * ((stop - start) * n) + index % (num * n) - start * n
+        shape = (*self.shape[:-2], stop - start, n)
+        out = torch.zeros(math.prod(shape), dtype=self.value.dtype)
+        return out.index_put_((index,), self.value[keep]).view(shape)
+
+    def csr(self) -> tuple[Tensor, Tensor]:
+        """(ptr, feature): sample r's entries are ptr[r] .. ptr[r + 1] of `value`, with r
+        the flat sample index over (*batch, num) and `feature` their feature."""
+        n = self.shape[-1]
+        counts = torch.bincount(self.index // n, minlength=math.prod(self.shape[:-1]))
+        ptr = torch.zeros(len(counts) + 1, dtype=torch.long)
+        torch.cumsum(counts, 0, out=ptr[1:])
+        return ptr, self.index % n
+
+
+#: `sample_instances` draws sparsely (`TMSDistribution.sample_sparse`: only the active
+#: features) for independent features from this many features on, at densities 1 − S up
+#: to `SPARSE_MAX_DENSITY`: there it costs a few percent of a dense draw.
+SPARSE_MIN_FEATURES = 64
+SPARSE_MAX_DENSITY = 0.1
+
+Batch = Tensor | SparseSample
+
+
+def prefers_sparse(dist: TMSDistribution) -> bool:
+    """Whether `sample_instances` draws q sparsely."""
+    return (
+        dist.sparsity is not None
+        and dist.n_features >= SPARSE_MIN_FEATURES
+        and float(dist.feature_density.max()) <= SPARSE_MAX_DENSITY
+    )
+
+
+def sample_instances(
+    dist: TMSDistribution, num_instances: int, num: int, generator: torch.Generator | None
+) -> Batch:
+    """`num` samples of q for each of `num_instances` instances: shape (instance, num, n),
+    or (1, num, n) for one draw shared by all instances (a distribution of batch shape
+    (1,)); a `SparseSample` where that is cheaper (`prefers_sparse`), else dense.
+
+    Raises:
+        ValueError: the distribution's batch shape is neither (), (1,) nor (instance,).
+    """
+    n = dist.n_features
+    sparse = prefers_sparse(dist)
+    if len(dist.batch_shape) == 0:
+        count = num_instances * num
+        if sparse:
+            s = dist.sample_sparse(count, generator=generator)
+            return SparseSample((num_instances, num, n), s.index, s.value)
+        return dist.sample(count, generator=generator).reshape(num_instances, num, n)
+    if tuple(dist.batch_shape) not in ((num_instances,), (1,)):
+        raise ValueError(
+            f"distribution batch shape {tuple(dist.batch_shape)} does not match "
+            f"train.num_instances={num_instances}"
+        )
+    if sparse:
+        return dist.sample_sparse(num, generator=generator)
+    return dist.sample(num, generator=generator)
+
+
+def as_dense(x: Batch, num_instances: int) -> Tensor:
+    """A batch as a dense (instance, num, n) tensor (a shared draw expanded, not copied)."""
+    x = x.dense() if isinstance(x, SparseSample) else x
+    return x.expand(num_instances, *x.shape[1:])
 
 
 Schedule = Callable[[int], TMSDistribution]

@@ -12,8 +12,8 @@ import xarray as xr
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from tms_slt.config import ExperimentConfig
-from tms_slt.data import Schedule, TMSDistribution
+from tms_slt.config import TRAIN_BACKENDS, ExperimentConfig
+from tms_slt.data import Batch, Schedule, TMSDistribution, as_dense, sample_instances
 from tms_slt.models import get_activation, init_params, reconstruction_loss
 
 EVAL_SAMPLES = 10_000
@@ -127,19 +127,8 @@ class Trajectory:
         return get_activation(self.activation, sharpness=self.swish_sharpness)
 
 
-def _per_instance(dist: TMSDistribution, num_instances: int, num: int, generator) -> Tensor:
-    """Samples of shape (instance, num, n): one independent draw per instance."""
-    if len(dist.batch_shape) == 0:
-        return dist.sample(num_instances * num, generator=generator).reshape(
-            num_instances, num, dist.n_features
-        )
-    if tuple(dist.batch_shape) not in ((num_instances,), (1,)):
-        raise ValueError(
-            f"distribution batch shape {tuple(dist.batch_shape)} does not match "
-            f"train.num_instances={num_instances}"
-        )
-    x = dist.sample(num, generator=generator)
-    return x.expand(num_instances, num, dist.n_features)
+#: Elements of a checkpoint's evaluation sample made dense at once (torch path).
+_EVAL_CHUNK_ELEMENTS = 1 << 22
 
 
 def _make_optimizer(config: ExperimentConfig, params: list[Tensor]) -> torch.optim.Optimizer:
@@ -151,18 +140,92 @@ def _make_optimizer(config: ExperimentConfig, params: list[Tensor]) -> torch.opt
     return torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
 
 
+def resolve_backend(backend: str, config: ExperimentConfig) -> str:
+    """ "native" or "torch" for this run; see `train(backend=...)`.
+
+    Raises:
+        ValueError: an unknown backend, or "native" where the fused kernel cannot run
+            (one line: why not).
+    """
+    if backend not in TRAIN_BACKENDS:
+        raise ValueError(f"backend must be one of {TRAIN_BACKENDS}, got {backend!r}")
+    if backend == "torch":
+        return "torch"
+    from tms_slt import training_native
+
+    reason = training_native.unsupported(torch.device(config.device), config.model.activation)
+    if reason is None:
+        try:
+            training_native.load_library(config.model.n_hidden, config.data.n_features)
+        except training_native.NativeUnavailableError as err:
+            reason = str(err).splitlines()[0]
+    if reason is None:
+        return "native"
+    if backend == "native":
+        raise ValueError(f"train backend='native' is unavailable: {reason}")
+    return "torch"
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What both backends share: the settings, the random stream, D_n and the schedule."""
+
+    config: ExperimentConfig
+    generator: torch.Generator
+    q0: TMSDistribution
+    schedule: Schedule | None
+    data: Tensor | None  # (instance, n_train, n), or None online
+    checkpoints: Tensor
+
+    @property
+    def index_dtype(self) -> torch.dtype:
+        """Of the minibatch row indices: torch draws the same stream into any integer type
+        (for fewer than 2³² rows), and the fused kernel reads the narrowest one fastest."""
+        return (
+            torch.int16 if self.data is not None and self.data.shape[-2] <= 1 << 15 else torch.int32
+        )
+
+    @property
+    def full_batch(self) -> bool:
+        return self.data is not None and self.config.train.batch_size >= self.data.shape[-2]
+
+    def q(self, step: int) -> TMSDistribution:
+        return self.schedule(step) if self.schedule is not None else self.q0
+
+    def eval_data(self, q: TMSDistribution) -> Batch:
+        """The sample the checkpoint loss is measured on: D_n, or a fresh draw from q."""
+        if self.data is not None:
+            return self.data
+        return sample_instances(q, self.config.train.num_instances, EVAL_SAMPLES, self.generator)
+
+    def online_batch(self, step: int) -> Batch:
+        t = self.config.train
+        return sample_instances(self.q(step), t.num_instances, t.batch_size, self.generator)
+
+    def diverged(self, first_bad: Tensor) -> TrainingDivergedError:
+        """The error for per-instance first non-finite steps (0: finite throughout)."""
+        step = int(first_bad[first_bad > 0].min())
+        bad = torch.nonzero(first_bad == step).flatten().tolist()
+        return TrainingDivergedError(
+            f"instances {bad} diverged at step {step} (non-finite loss); lower train.lr"
+        )
+
+
 def train(
     config: ExperimentConfig,
     *,
     generator: torch.Generator | None = None,
     distribution: TMSDistribution | Schedule | None = None,
     progress: bool = True,
+    backend: str | None = None,
 ) -> Trajectory:
     """Train `config.train.num_instances` TMS models together and keep checkpoints.
 
-    All instances are one leading dimension of W (instance, m, n), so one
-    autograd call serves them all; each has its own initialization and its own
-    training set D_n. The loss is Σ_i I_i (x_i − x'_i)² averaged over the batch.
+    All instances are one leading dimension of W (instance, m, n); each has its own
+    initialization and its own training set D_n. Each step minimizes
+    L(W, b) = (1/B) Σ_s Σ_i I_i (x_si − act(WᵀW x_s + b)_i)² on a minibatch of B samples
+    (rows of D_n drawn with replacement, or fresh samples of q online; sparse draws of
+    q at large n, see `data.sample_instances`) with `torch.optim`'s SGD, Adam or AdamW.
 
     Args:
         config: the resolved experiment configuration.
@@ -172,13 +235,18 @@ def train(
             per-instance sparsity/importance), or a schedule `step -> q_t` for a
             true distribution that changes during training (online only).
         progress: show a progress bar.
+        backend: "native" (the fused C kernel of `training_native`: CPU, float32, one C
+            loop per instance), "torch" (autograd and torch.optim, any device), or "auto"
+            (native where it applies, else torch). None: `config.train.backend`. Both draw
+            the same random numbers in the same order, so with the same generator they
+            give the same trajectory up to float rounding.
 
     Raises:
         TrainingDivergedError: an instance's loss became non-finite.
+        ValueError: backend "native" where the kernel cannot run.
     """
     if generator is None:
         generator = torch.Generator().manual_seed(config.seed)
-    device = torch.device(config.device)
     t, m = config.train, config.model
     scheduled = callable(distribution) and not isinstance(distribution, TMSDistribution)
     if scheduled and config.data.n_train:
@@ -191,73 +259,111 @@ def train(
         raise ValueError(
             f"distribution has {n} features but data.n_features={config.data.n_features}"
         )
-    I = t.num_instances
-    activation = get_activation(m.activation, sharpness=m.swish_sharpness)
-
+    chosen = resolve_backend(t.backend if backend is None else backend, config)
+    I, n_train = t.num_instances, config.data.n_train
     params = init_params((I,), m.n_hidden, n, generator=generator, scale=m.init_scale)
-    W = params.W.to(device).requires_grad_(True)
-    b = params.b.to(device).requires_grad_(m.bias)
-    optimizer = _make_optimizer(config, [W, b] if m.bias else [W])
+    data = as_dense(sample_instances(q0, I, n_train, generator), I) if n_train else None
+    run = _Run(
+        config,
+        generator,
+        q0,
+        distribution if scheduled else None,
+        data,
+        log_checkpoint_steps(t.num_steps, t.num_checkpoints),
+    )
+    bar = tqdm(total=t.num_steps, desc="training", disable=not progress, mininterval=0.5)
+    with bar:
+        if chosen == "native":
+            from tms_slt.training_native import train_native
 
-    n_train = config.data.n_train
-    data = _per_instance(q0, I, n_train, generator).to(device) if n_train else None
-    eval_data = data if n_train else _per_instance(q0, I, EVAL_SAMPLES, generator).to(device)
-    importance = q0.importance.to(device)
-
-    checkpoint_steps = log_checkpoint_steps(t.num_steps, t.num_checkpoints)
-    is_checkpoint = torch.zeros(t.num_steps + 1, dtype=torch.bool)
-    is_checkpoint[checkpoint_steps] = True
-    saved_W, saved_b, saved_loss = [], [], []
-    rows = torch.arange(I, device=device).unsqueeze(-1)
-    full_batch = bool(n_train) and t.batch_size >= n_train
-
-    def save(q: TMSDistribution) -> None:
-        nonlocal eval_data
-        if scheduled:
-            eval_data = _per_instance(q, I, EVAL_SAMPLES, generator).to(device)
-        with torch.no_grad():
-            saved_loss.append(reconstruction_loss(W, b, eval_data, importance, activation))
-        saved_W.append(W.detach().clone())
-        saved_b.append(b.detach().clone())
-
-    q = q0
-    save(q)  # step 0
-    for step in tqdm(
-        range(1, t.num_steps + 1), desc="training", disable=not progress, mininterval=0.5
-    ):
-        if scheduled:
-            q = distribution(step)
-            importance = q.importance.to(device)
-        if full_batch:
-            x = data
-        elif n_train:
-            idx = torch.randint(n_train, (I, t.batch_size), generator=generator).to(device)
-            x = data[rows, idx]
+            W, b, loss = train_native(run, params.W, params.b, bar)
         else:
-            x = _per_instance(q, I, t.batch_size, generator).to(device)
-        loss = reconstruction_loss(W, b, x, importance, activation)
-        if not torch.isfinite(loss).all():
-            bad = torch.nonzero(~torch.isfinite(loss)).flatten().tolist()
-            raise TrainingDivergedError(
-                f"instances {bad} diverged at step {step} (non-finite loss); lower train.lr"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        loss.sum().backward()
-        optimizer.step()
-        if is_checkpoint[step]:
-            save(q)
-
+            W, b, loss = _train_torch(run, params.W, params.b, bar)
     return Trajectory(
-        steps=checkpoint_steps,
-        W=torch.stack(saved_W),
-        b=torch.stack(saved_b),
-        loss=torch.stack(saved_loss),
+        steps=run.checkpoints,
+        W=W,
+        b=b,
+        loss=loss,
         train_data=data,
         importance=q0.importance.clone(),
         activation=m.activation,
         swish_sharpness=m.swish_sharpness,
         config=config,
     )
+
+
+def _eval_loss(W: Tensor, b: Tensor, x: Batch, importance: Tensor, activation) -> Tensor:
+    """reconstruction_loss on a checkpoint's evaluation sample; a sparse one is made dense
+    a slice of samples at a time, so it never occupies instance × 10⁴ × n floats."""
+    if isinstance(x, Tensor):
+        return reconstruction_loss(W, b, x.to(W.device), importance, activation)
+    num, per_sample = x.num_samples, math.prod(x.shape[:-2]) * x.shape[-1]
+    chunk = max(1, _EVAL_CHUNK_ELEMENTS // per_sample)
+    total = torch.zeros(W.shape[:-2], device=W.device)
+    for start in range(0, num, chunk):
+        stop = min(num, start + chunk)
+        part = x.rows(start, stop).to(W.device)
+        total += reconstruction_loss(W, b, part, importance, activation) * (stop - start)
+    return total / num
+
+
+def _train_torch(run: _Run, W0: Tensor, b0: Tensor, bar) -> tuple[Tensor, Tensor, Tensor]:
+    """The reference loop: autograd through `reconstruction_loss`, then torch.optim."""
+    config = run.config
+    t, m, device = config.train, config.model, torch.device(config.device)
+    I = t.num_instances
+    activation = get_activation(m.activation, sharpness=m.swish_sharpness)
+    W = W0.to(device).requires_grad_(True)
+    b = b0.to(device).requires_grad_(m.bias)
+    optimizer = _make_optimizer(config, [W, b] if m.bias else [W])
+    data = None if run.data is None else run.data.to(device)
+    rows = torch.arange(I, device=device).unsqueeze(-1)
+    n_checkpoints = len(run.checkpoints)
+    saved_W = torch.empty(n_checkpoints, *W.shape, device=device)
+    saved_b = torch.empty(n_checkpoints, *b.shape, device=device)
+    saved_loss = torch.empty(n_checkpoints, I, device=device)
+    # The first non-finite step of each instance, kept on the device: checked at
+    # checkpoints, so no step waits for the device to report.
+    first_bad = torch.zeros(I, dtype=torch.long, device=device)
+    eval_data = run.eval_data(run.q0)
+    importance = run.q0.importance.to(device)
+
+    def save(k: int, q: TMSDistribution) -> None:
+        nonlocal eval_data
+        if run.schedule is not None:
+            eval_data = run.eval_data(q)
+        with torch.no_grad():
+            saved_loss[k] = _eval_loss(W, b, eval_data, importance, activation)
+            saved_W[k], saved_b[k] = W, b
+
+    save(0, run.q0)
+    k = 1
+    checkpoint_at = run.checkpoints.tolist()
+    for step in range(1, t.num_steps + 1):
+        q = run.q(step)
+        if run.schedule is not None:
+            importance = q.importance.to(device)
+        if run.full_batch:
+            x = data
+        elif data is not None:
+            idx = torch.randint(
+                data.shape[-2], (I, t.batch_size), generator=run.generator, dtype=run.index_dtype
+            )
+            x = data[rows, idx.to(device, torch.long)]
+        else:
+            x = as_dense(run.online_batch(step), I).to(device)
+        loss = reconstruction_loss(W, b, x, importance, activation)
+        first_bad = torch.where((first_bad == 0) & ~torch.isfinite(loss), step, first_bad)
+        optimizer.zero_grad(set_to_none=True)
+        loss.sum().backward()
+        optimizer.step()
+        if step == checkpoint_at[k]:
+            if first_bad.any():
+                raise run.diverged(first_bad.cpu())
+            save(k, q)
+            k += 1
+            bar.update(step - checkpoint_at[k - 2])
+    return saved_W.cpu(), saved_b.cpu(), saved_loss.cpu()
 
 
 def refine_minimum(
