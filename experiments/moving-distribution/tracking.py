@@ -8,12 +8,13 @@ number of represented features k (‖W_i‖ > 0.5) against S gives the static tr
 where k reaches 5 (the pentagon), and the steps a seed needs to settle there (the plateau
 time τ). Moving: after a warm-up at S_LOW, a cyclic ramp S_LOW → S_HIGH → S_LOW
 (`schedules.Ramp`, shape "cyclic") of each duration in CYCLES (slow, medium, fast relative
-to τ), seeds as instances. Per instance: S where k first reaches 5 on the way up (S_up),
-S where it falls back below on the way down (S_down); the lag S_up − S*, and the loop
-width S_up − S_down (hysteresis). The detector (`detect_dynamical` with the ramp as
-`schedule`) labels every transition's driver. The medium run also gets λ̂ at every 4th
-checkpoint (defaults; each checkpoint's own q_t as data). Saves results.nc + meta.json into
---out (default paper/data/moving-distribution/tracking).
+to τ), seeds as instances; and "held": a step from S_LOW to S_HIGH, then held for
+CYCLES["held"] steps (does the pentagon come late, or never?). Per instance: S where k
+first reaches 5 on the way up (S_up), S where it falls back below on the way down
+(S_down); the lag S_up − S*, and the loop width S_up − S_down (hysteresis). The detector
+(`detect_dynamical` with the ramp as `schedule`) labels every transition's driver. The
+medium run also gets λ̂ at every 4th checkpoint (defaults; each checkpoint's own q_t as
+data). Saves results.nc + meta.json into --out (default paper/data/moving-distribution/tracking).
 """
 
 from __future__ import annotations
@@ -43,12 +44,13 @@ DEFAULT_OUT = HERE.parents[1] / "paper" / "data" / "moving-distribution" / "trac
 S_LOW, S_HIGH = 0.6, 0.97
 STATIC_GRID = 12
 WARMUP = 3000
-#: Full cycle lengths (up and back) in steps: slow, medium, fast.
-CYCLES = {"slow": 24000, "medium": 6000, "fast": 1500}
+#: Full cycle lengths (up and back) in steps: slow, medium, fast; for "held", how long S_HIGH
+#: is held after the step.
+CYCLES = {"slow": 24000, "medium": 6000, "fast": 1500, "held": 20000}
 CHECKPOINTS = 240
 LLC_SPEED = "medium"
 QUICK = {"train.num_steps": 300, "train.num_instances": 2, "train.batch_size": 256}
-QUICK_CYCLES = {"medium": 300}
+QUICK_CYCLES = {"medium": 300, "held": 200}
 QUICK_WARMUP = 150
 
 
@@ -83,10 +85,11 @@ def static(config, grid: np.ndarray, generator) -> xr.Dataset:
     )
 
 
-def moving(config, cycle: int, warmup: int, generator, *, with_llc: bool, quick: bool):
+def moving(config, speed: str, cycle: int, warmup: int, generator, *, with_llc: bool, quick: bool):
     """One cyclic ramp after a warm-up; tracked observables, S at each checkpoint, the
     detector's transitions, and λ̂ at every 4th checkpoint when `with_llc`."""
-    ramp = Ramp("sparsity", S_LOW, S_HIGH, begin=warmup, finish=warmup + cycle, shape="cyclic")
+    shape = "step" if speed == "held" else "cyclic"
+    ramp = Ramp("sparsity", S_LOW, S_HIGH, begin=warmup, finish=warmup + cycle, shape=shape)
     schedule = DistributionSchedule(5, (ramp,), importance_decay=config.data.importance_decay)
     cfg = with_overrides(
         config,
@@ -150,7 +153,9 @@ def run(out: Path, *, quick: bool = False) -> Path:
     warmup = QUICK_WARMUP if quick else WARMUP
     schedules = {}
     for speed, cycle in cycles.items():
-        tracked = moving(config, cycle, warmup, generator, with_llc=speed == LLC_SPEED, quick=quick)
+        tracked = moving(
+            config, speed, cycle, warmup, generator, with_llc=speed == LLC_SPEED, quick=quick
+        )
         renamed = tracked.rename(
             {
                 **{v: f"{speed}_{v}" for v in tracked.data_vars},

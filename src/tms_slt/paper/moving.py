@@ -211,7 +211,8 @@ def crossings(ds: xr.Dataset, speed: str, warmup: int) -> list[dict]:
     step = ds[f"{speed}_checkpoint"].values
     s = ds[f"{speed}_schedule_sparsity"].values
     ramp = step >= warmup
-    peak = int(np.argmax(np.where(ramp, s, -np.inf)))
+    masked = np.where(ramp, s, -np.inf)
+    peak = len(s) - 1 - int(np.argmax(masked[::-1]))  # the last checkpoint at the highest S
     out = []
     for inst in ds["instance"].values:
         k = ds[f"{speed}_k"].sel(instance=inst).values
@@ -219,11 +220,13 @@ def crossings(ds: xr.Dataset, speed: str, warmup: int) -> list[dict]:
         i_up = int(up[0]) if up.size else None
         later = np.arange(len(k)) > max(peak, i_up if i_up is not None else peak)
         down = np.flatnonzero(later & (k < PENTAGON))
-        i_down = int(down[0]) if down.size else None
+        i_down = int(down[0]) if down.size and i_up is not None else None
         out.append(
             {
                 "instance": int(inst),
                 "already": bool(k[np.flatnonzero(ramp)[0]] >= PENTAGON),
+                "k_at_ramp": int(k[np.flatnonzero(ramp)[0]]),
+                "k_at_peak": int(k[peak]),
                 "s_up": None if i_up is None else float(s[i_up]),
                 "step_up": None if i_up is None else int(step[i_up]),
                 "s_down": None if i_down is None else float(s[i_down]),
@@ -248,7 +251,13 @@ def tracking(ds: xr.Dataset, out: Path) -> Built:
     )
     s_star = static_transition(ds)
     tau = plateau_time(ds, s_star)
-    rows, numbers = [], {"s_star": s_star, "plateau_time": tau, "speeds": {}}
+    rows = []
+    numbers = {
+        "s_star": s_star,
+        "plateau_time": tau,
+        "s_high": float(ds.attrs["s_high"]),
+        "speeds": {},
+    }
     for speed, cycle in zip(speeds, cycles, strict=True):
         found = crossings(ds, speed, warmup)
         up = [c["s_up"] for c in found if c["s_up"] is not None and not c["already"]]
@@ -258,6 +267,8 @@ def tracking(ds: xr.Dataset, out: Path) -> Built:
         med_up = float(np.median(up)) if up else math.nan
         med_down = float(np.median(down)) if down else math.nan
         driver = _driver_agreement(ds, speed, warmup, cycle)
+        steps_above = _steps_above(ds, speed, s_star, warmup, cycle)
+        reach = [c["step_up"] - warmup for c in found if c["step_up"] is not None]
         numbers["speeds"][speed] = {
             "half_cycle_over_tau": cycle / 2 / tau if tau else math.nan,
             "s_up": med_up,
@@ -268,6 +279,10 @@ def tracking(ds: xr.Dataset, out: Path) -> Built:
             "never_reached": never,
             "instances": len(found),
             "driver_agreement": driver,
+            "k_at_ramp": [c["k_at_ramp"] for c in found],
+            "k_at_peak": [c["k_at_peak"] for c in found],
+            "steps_above_s_star": steps_above,
+            "steps_to_pentagon": [int(v) for v in reach],
         }
         rows.append(
             [
@@ -313,6 +328,24 @@ def tracking(ds: xr.Dataset, out: Path) -> Built:
     return Built((*figs, table_path), numbers)
 
 
+def _steps_above(ds: xr.Dataset, speed: str, s_star: float, warmup: int, cycle: int) -> int:
+    """How many steps the schedule keeps S above S*: every step of the stored schedule
+    (`{speed}_schedule`), or of the cyclic / step ramp the attributes describe."""
+    from tms_slt.schedules import DistributionSchedule, Ramp
+
+    if math.isnan(s_star):
+        return 0
+    if f"{speed}_schedule" in ds.attrs:
+        sched = DistributionSchedule.from_dict(json.loads(ds.attrs[f"{speed}_schedule"]))
+        ramp = sched.ramps[0]
+    else:
+        shape = "step" if speed == "held" else "cyclic"
+        lo, hi = float(ds.attrs["s_low"]), float(ds.attrs["s_high"])
+        ramp = Ramp("sparsity", lo, hi, begin=warmup, finish=warmup + cycle, shape=shape)
+    last = int(ds[f"{speed}_checkpoint"].values[-1])
+    return int(sum(float(ramp.value_at(t)) > s_star for t in range(last + 1)))
+
+
 def _attr_list(ds: xr.Dataset, key: str) -> list:
     """A list attribute, which netCDF stores as its JSON text."""
     value = ds.attrs[key]
@@ -336,16 +369,37 @@ def tracking_write_up(built: dict[str, Built], meta: dict[str, dict]) -> str:
     wall = "unknown" if t is None else f"{float(t):.0f} s"
     lines = []
     for speed, v in tr["speeds"].items():
+        tau = tr["plateau_time"]
+        if speed == "held":
+            head = f"- **held** (a step to S = {tr['s_high']:g}, then held): "
+        else:
+            head = f"- **{speed}** (half cycle = {v['half_cycle_over_tau']:.1f} τ): "
+        if v["never_reached"] == v["instances"]:
+            lines.append(
+                head + "no instance reaches the pentagon, although S stays above S* for "
+                f"{v['steps_above_s_star']} steps ({v['steps_above_s_star'] / tau:.0f} τ): it "
+                f"sticks (k when S starts to move: {v['k_at_ramp']}; at the highest S: "
+                f"{v['k_at_peak']}). Detector drivers as designed: {v['driver_agreement']:.0%}."
+            )
+            continue
+        if speed == "held":
+            lines.append(
+                head + f"{v['instances'] - v['never_reached']} of {v['instances']} instances "
+                f"reach the pentagon, after {v['steps_to_pentagon']} steps (τ = {tau:.0f}): "
+                f"it lags rather than sticks. Detector drivers as designed: "
+                f"{v['driver_agreement']:.0%}."
+            )
+            continue
         verdict = (
-            "sticks at the pentagon on the way back"
-            if v["sticks"] == v["instances"]
+            "stays a pentagon all the way back"
+            if v["sticks"] == v["instances"] - v["never_reached"]
             else "tracks it back"
             if v["sticks"] == 0
-            else f"sticks in {v['sticks']} of {v['instances']} instances"
+            else f"stays a pentagon in {v['sticks']} instances"
         )
         lines.append(
-            f"- **{speed}** (half cycle = {v['half_cycle_over_tau']:.1f} τ): the pentagon "
-            f"appears at S_up = {v['s_up']:.3f} (lag {v['lag']:+.3f} from S*); on the way "
+            head + f"the pentagon appears at S_up = {v['s_up']:.3f} (lag {v['lag']:+.3f} from "
+            f"S*; {v['never_reached']} of {v['instances']} instances never reach it); on the way "
             f"back it {verdict}"
             + (
                 f", leaving at S_down = {v['s_down']:.3f} (loop width {v['width']:.3f})"
@@ -364,8 +418,8 @@ one command; wall time {wall}). Every number below is measured from those result
 
 **The question.** A TMS layer deep in a network sees a distribution that drifts while it
 learns. When the sparsity S of Elhage et al.'s n = 5, m = 2 model moves from 0.6 to 0.97
-and back, does the learned geometry follow the static phase diagram (the configuration
-training reaches with S held fixed), lag behind it, or stick?
+and back (or jumps to 0.97 and stays), does the learned geometry follow the static phase
+diagram (the configuration training reaches with S held fixed), lag behind it, or stick?
 
 ![](figures/moving_distribution.png)
 
@@ -376,7 +430,7 @@ Table: [tables/moving_distribution.md](tables/moving_distribution.md).
 **Static.** With S held, the median number of represented features reaches 5 (the
 pentagon) at S* = {tr["s_star"]:.3f}, after τ = {tr["plateau_time"]:.0f} steps.
 
-**Moving** (a cyclic ramp after a warm-up at S = 0.6, three speeds):
+**Moving** (after a warm-up at S = 0.6: cyclic ramps at three speeds, and a held step):
 
 {bullets}
 
