@@ -114,19 +114,19 @@ def _draw_llc(ax: Axes, ds: xr.Dataset, step: np.ndarray) -> None:
 
 
 def plot_columns(W: np.ndarray, *, ax: Axes | None = None, title: str = "") -> Figure:
-    """The columns W_i ∈ ℝ² of one model drawn as arrows from the origin."""
+    """The columns W_i ∈ ℝ² of one model drawn from the origin (a dot at each tip)."""
     fig, ax = _figure_and_axes(ax, figsize=(2.5, 2.5))
     W = np.asarray(W)
     if W.shape[0] != 2:
         raise ValueError(f"plot_columns draws m = 2 models, got W of shape {W.shape}")
     lim = max(1.2, float(np.abs(W).max()) * 1.15)
     for i in range(W.shape[1]):
-        ax.annotate(
-            "",
-            xy=(W[0, i], W[1, i]),
-            xytext=(0, 0),
-            arrowprops={"arrowstyle": "->", "color": f"C{i % 10}", "lw": 1.5},
-        )
+        # A line with a dot at its tip rather than an annotation arrow: FancyArrowPatch heads
+        # of short columns render differently from run to run, and figures must rebuild
+        # byte for byte.
+        color = f"C{i % 10}"
+        ax.plot([0, W[0, i]], [0, W[1, i]], "-", color=color, lw=1.5)
+        ax.plot([W[0, i]], [W[1, i]], "o", ms=3, color=color)
     ax.set_xlim(-lim, lim)
     ax.set_ylim(-lim, lim)
     ax.set_aspect("equal")

@@ -129,6 +129,10 @@ def plot_hysteresis(ds: xr.Dataset, speeds: list[str], warmup: int) -> Figure:
         fc = ds[f"{speed}_feature_count"].mean("instance").values
         ramp = step >= warmup
         peak = int(np.argmax(np.where(ramp, s, -np.inf)))
+        if speed == "held":
+            hold = ramp & (s == s[ramp].max())
+            ax.plot(s[hold], fc[hold], ":", color=f"C{i}", lw=2, label="held: ‖W‖²_F while held")
+            continue
         up = ramp & (np.arange(len(step)) <= peak)
         down = ramp & (np.arange(len(step)) >= peak)
         ax.plot(s[up], fc[up], "-", color=f"C{i}", label=f"{speed}: up")
