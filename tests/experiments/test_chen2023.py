@@ -11,7 +11,8 @@ import pytest
 from tms_slt.cli import main
 from tms_slt.io import read_dataset
 from tms_slt.paper import build
-from tms_slt.paper.chen import observed_crossing, plateau_transitions
+from tms_slt.paper.chen import observed_crossing
+from tms_slt.paper.chen_sgd import plateau_transitions
 
 pytestmark = pytest.mark.experiments
 

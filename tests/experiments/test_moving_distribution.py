@@ -11,7 +11,8 @@ import xarray as xr
 
 from tms_slt.cli import main
 from tms_slt.io import read_dataset
-from tms_slt.paper.moving import crossings, discrete_threshold, static_transition
+from tms_slt.paper.moving import crossings, static_transition
+from tms_slt.paper.swish import discrete_threshold
 
 pytestmark = pytest.mark.experiments
 

@@ -16,7 +16,7 @@ from typing import Any
 import xarray as xr
 
 from tms_slt.io import RESULTS_FILE, atomic_write_text, read_dataset
-from tms_slt.paper import chen, elhage, moving
+from tms_slt.paper import chen, chen_sgd, elhage, moving, swish
 from tms_slt.paper.common import Built
 
 
@@ -66,9 +66,9 @@ STUDIES: dict[str, dict[str, Callable[[xr.Dataset, Path], Built]]] = {
     "chen2023": {
         "kgon_table": chen.kgon_table,
         "bayesian_transitions": chen.bayesian_transitions,
-        "sgd_plateaus": chen.sgd_plateaus,
+        "sgd_plateaus": chen_sgd.sgd_plateaus,
     },
-    "swish": {"swish_vs_relu": moving.swish_vs_relu},
+    "swish": {"swish_vs_relu": swish.swish_vs_relu},
     "moving-distribution": {"tracking": moving.tracking},
 }
 
@@ -101,6 +101,6 @@ def build(study: str, data_dir: Path, out_dir: Path) -> dict[str, Built]:
 WRITE_UPS: dict[str, Callable[[dict[str, Built], dict[str, dict]], str]] = {
     "elhage2022": elhage.write_up,
     "chen2023": chen.write_up,
-    "swish": moving.swish_write_up,
-    "moving-distribution": moving.tracking_write_up,
+    "swish": swish.write_up,
+    "moving-distribution": moving.write_up,
 }
