@@ -390,6 +390,8 @@ def write_up(built: dict[str, Built], meta: dict[str, dict]) -> str:
     preferred = "; ".join(f"c = {c}: {', '.join(kg[f'c{c}_preferred'].values())}" for c in cs)
     top = ", ".join(f"{k} ({v})" for k, v in sg["top_transitions"].items())
     six_final = sg["final_configurations"].get("6", 0)
+    end, count = next(iter(sg["final_configurations"].items()))
+    most_common_end = f"{end} ({count} seeds)"
     return f"""# Chen et al. 2023, "Dynamical versus Bayesian phase transitions in a toy model of \
 superposition": reproduction
 
@@ -479,5 +481,6 @@ the plateaus' k-gons where it is known (6, 5+, 5−; {sg["with_exact_llc"]} tran
 it (raw λ̂ along the trajectory). As a statement about the LLCs of the critical points the
 plateaus sit near, it can be checked only between minima with a known λ, and there it
 holds for {100 * sg["claim_fraction_exact"]:.0f}% of transitions. Only {six_final} of
-{sg["seeds"]} seeds end at the 6-gon, the global minimum; most stop at 5+.
+{sg["seeds"]} seeds end at the 6-gon, the global minimum; the most common end is
+{most_common_end}.
 """
