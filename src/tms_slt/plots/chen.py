@@ -53,7 +53,7 @@ def plot_bayesian_transitions(
     ax.set_xlabel("sample size n (nβ of the tempered posterior)")
     ax.set_ylabel("posterior fraction")
     ax.set_ylim(0, 1)
-    ax.legend(fontsize=7, loc="center left")
+    ax.legend(fontsize=7, loc="center right")
     ax.set_title("Bayesian phase transition 5 → 6 (c = 6)", fontsize=10)
     return fig
 
