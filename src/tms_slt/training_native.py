@@ -7,7 +7,7 @@ instance. The minibatches (row indices, or online samples) are drawn by the call
 torch, in the torch path's order, so `training.train(backend="native")` and
 `backend="torch"` give the same trajectory up to float rounding.
 
-The build follows the SGLD kernel's (`sampling.native`): compiled on first use with `$CC`
+The build is the SGLD kernel's (`native_build`): compiled on first use with `$CC`
 (default `cc`) for this machine into the same cache directory, keyed by source, flags,
 compiler and CPU; small models (m·n ≤ `MAX_SPECIALIZED_WEIGHTS`) get a build specialized
 to their shape. Without a compiler `available()` is False and `train(backend="auto")`
@@ -17,23 +17,19 @@ uses the torch path. Calls release the GIL, so shards of instances run on thread
 from __future__ import annotations
 
 import ctypes
-import functools
-import hashlib
-import os
-import shutil
-import subprocess
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from tms_slt.data import SparseSample, TMSDistribution, as_dense
-from tms_slt.sampling.native import _FLAGS, NativeUnavailableError, _cache_dir, _cpu_id
+from tms_slt.native_build import (
+    NativeUnavailableError,
+    build_library,
+    shape_defines,
+)
 
 if TYPE_CHECKING:
     from tqdm.auto import tqdm
@@ -55,8 +51,6 @@ _SOURCE = "tms_train.c"
 _ACTIVATIONS = {"linear": 0, "relu": 1, "swish": 2, "gelu": 3}
 _OPTIMIZERS = {"sgd": 0, "adam": 1, "adamw": 2}
 _GATHER, _ROWS, _SPARSE = 0, 1, 2
-#: Models with at most this many weights get a build specialized to their (m, n).
-MAX_SPECIALIZED_WEIGHTS = 64
 #: Elements of pre-drawn minibatches per call into the kernel.
 CHUNK_ELEMENTS = 1 << 22
 #: torch.optim's Adam defaults, which `training` uses.
@@ -85,51 +79,7 @@ def load_library(m: int | None = None, n: int | None = None) -> ctypes.CDLL:
     Raises:
         NativeUnavailableError: no C compiler, or compiling or loading failed.
     """
-    compiler = os.environ.get("CC", "cc")
-    if m is None or n is None or m * n > MAX_SPECIALIZED_WEIGHTS:
-        return _load(compiler, ())
-    return _load(compiler, (f"-DTMS_M={m}", f"-DTMS_N={n}"))
-
-
-@functools.cache
-def _load(compiler: str, defines: tuple[str, ...]) -> ctypes.CDLL:
-    flags = (*_FLAGS, *defines)
-    if shutil.which(compiler) is None:
-        raise NativeUnavailableError(f"no C compiler ({compiler!r} not found; set $CC)")
-    source = resources.files("tms_slt").joinpath(_SOURCE).read_bytes()
-    try:
-        version = subprocess.run(
-            [compiler, "--version"], capture_output=True, text=True, check=True
-        ).stdout
-    except (OSError, subprocess.CalledProcessError) as err:
-        raise NativeUnavailableError(f"{compiler} --version failed: {err}") from err
-    key = hashlib.sha256(
-        b"\0".join([source, " ".join(flags).encode(), version.encode(), _cpu_id().encode()])
-    ).hexdigest()[:16]
-    cache = _cache_dir()
-    lib_path = cache / f"tms_train-{key}.so"
-    if not lib_path.exists():
-        cache.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=cache) as tmp:
-            src = Path(tmp) / _SOURCE
-            src.write_bytes(source)
-            out = Path(tmp) / "lib.so"
-            # Some compilers (Apple clang on arm64) reject -march=native: retry without.
-            for attempt in (flags, tuple(f for f in flags if f != "-march=native")):
-                proc = subprocess.run(
-                    [compiler, *attempt, "-o", str(out), str(src), "-lm"],
-                    capture_output=True,
-                    text=True,
-                )
-                if proc.returncode == 0:
-                    break
-            else:
-                raise NativeUnavailableError(f"compiling {_SOURCE} failed:\n{proc.stderr.strip()}")
-            os.replace(out, lib_path)  # atomic: concurrent builders race harmlessly
-    try:
-        lib = ctypes.CDLL(str(lib_path))
-    except OSError as err:
-        raise NativeUnavailableError(f"loading {lib_path} failed: {err}") from err
+    lib = build_library("tms_slt", _SOURCE, shape_defines(m, n))
     lib.tms_train_steps.restype = ctypes.c_int
     lib.tms_train_steps.argtypes = [
         ctypes.POINTER(_Spec),

@@ -13,6 +13,7 @@ import dataclasses
 import pytest
 import torch
 
+from tms_slt.native_build import MAX_SPECIALIZED_WEIGHTS
 from tms_slt.sampling import native
 from tms_slt.sampling.llc import estimate_llc, problem_for, resolve_backend, sample
 from tms_slt.sampling.sgld import SGLD
@@ -108,7 +109,7 @@ def test_native_matches_torch_with_mala_box_decay_and_per_anchor_data():
 def test_native_matches_torch_for_a_large_model_on_the_generic_build():
     """m·n above MAX_SPECIALIZED_WEIGHTS runs the generic (unspecialized) loops."""
     m, n = 5, 20
-    assert m * n > native.MAX_SPECIALIZED_WEIGHTS
+    assert m * n > MAX_SPECIALIZED_WEIGHTS
     W, b = _params(lead=(2,), m=m, n=n)
     eager, fused = _both((W, b), dataset=_data(n=n), mala=True, nbeta=20.0)
     _assert_same(eager, fused)

@@ -7,10 +7,8 @@ noise for W, then for b, all drawn by torch from the caller's generator), so the
 agree with the eager path up to float rounding. The arithmetic runs in C, each model's
 intermediates in L1 and the batch as the SIMD loop; torch only draws the random numbers.
 
-The kernel is compiled on first use with the system C compiler (`$CC`, default `cc`),
-for this machine (`-march=native`), into a cache directory (`$TMS_SLT_CACHE`, default
-`~/.cache/tms_slt`) keyed by the source, the flags, the compiler and the CPU, then loaded
-with ctypes; no build step at install time. Without a compiler, `available()` is False
+The kernel is compiled on first use for this machine (`native_build`: `$CC`, cached in
+`$TMS_SLT_CACHE`); no build step at install time. Without a compiler, `available()` is False
 and `estimate_llc(backend="auto")` uses the torch path.
 
 Calls into the library release the GIL, so shards of (dataset, chain) groups run on
@@ -20,51 +18,27 @@ Calls into the library release the GIL, so shards of (dataset, chain) groups run
 from __future__ import annotations
 
 import ctypes
-import functools
-import hashlib
-import os
-import platform
-import shutil
-import subprocess
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from importlib import resources
-from pathlib import Path
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from tms_slt.native_build import (
+    NativeUnavailableError,
+    build_library,
+    shape_defines,
+)
 from tms_slt.sampling.problems import TMSInputs
 from tms_slt.sampling.sgld import SGLD
 
 __all__ = ["NativeUnavailableError", "available", "load_library", "run_tms_chains", "unsupported"]
 
 _SOURCE = "tms_sgld.c"
-# No -ffast-math: it assumes finite values and would hide diverging (NaN) chains. The
-# reassociation flags let the compiler vectorize the batch sums.
-_FLAGS = (
-    "-O3",
-    "-march=native",
-    "-fPIC",
-    "-shared",
-    "-fno-math-errno",
-    "-fno-trapping-math",
-    "-fassociative-math",
-    "-fno-signed-zeros",
-    "-ffp-contract=fast",
-)
 _ACTIVATIONS = {"linear": 0, "relu": 1, "swish": 2, "gelu": 3}
 #: Draws per call into the kernel: long enough to amortize the Python-side dispatch,
 #: short enough that the pre-drawn noise stays small.
 CHUNK_DRAWS = 128
-#: Models with at most this many weights get a build specialized to their (m, n): the
-#: 8-sample block kernel whose accumulators fit in (or just beyond) the vector registers.
-MAX_SPECIALIZED_WEIGHTS = 64
-
-
-class NativeUnavailableError(RuntimeError):
-    """The fused kernel cannot be built or loaded here (no C compiler, say)."""
 
 
 class _Spec(ctypes.Structure):
@@ -78,91 +52,17 @@ class _Spec(ctypes.Structure):
     ]  # fmt: skip
 
 
-def _cache_dir() -> Path:
-    """$TMS_SLT_CACHE, else ~/.cache/tms_slt, else a per-user temporary directory."""
-    if os.environ.get("TMS_SLT_CACHE"):
-        return Path(os.environ["TMS_SLT_CACHE"])
-    candidates = (
-        Path.home() / ".cache" / "tms_slt",
-        Path(tempfile.gettempdir()) / f"tms_slt-{os.getuid()}",
-    )
-    for path in candidates:
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            continue
-        if os.access(path, os.W_OK):
-            return path
-    raise NativeUnavailableError("no writable cache directory for the kernel (set TMS_SLT_CACHE)")
-
-
-def _cpu_id() -> str:
-    """Identifies the instruction set `-march=native` compiled for."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    return line
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def load_library(m: int | None = None, n: int | None = None) -> ctypes.CDLL:
     """Compile (once per machine, source and shape) and load the kernel library.
 
     With the model shape (m hidden, n features) of a small model, the build is
-    specialized to it (`MAX_SPECIALIZED_WEIGHTS`); otherwise it is the generic one.
+    specialized to it (`native_build.MAX_SPECIALIZED_WEIGHTS`); otherwise it is the generic one.
 
     Raises:
         NativeUnavailableError: no C compiler, or compiling or loading failed; the
             message carries the compiler's output.
     """
-    if m is None or n is None or m * n > MAX_SPECIALIZED_WEIGHTS:
-        return _load((os.environ.get("CC", "cc"), ()))
-    return _load((os.environ.get("CC", "cc"), (f"-DTMS_M={m}", f"-DTMS_N={n}")))
-
-
-@functools.cache
-def _load(build: tuple[str, tuple[str, ...]]) -> ctypes.CDLL:
-    compiler, defines = build
-    flags = (*_FLAGS, *defines)
-    if shutil.which(compiler) is None:
-        raise NativeUnavailableError(f"no C compiler ({compiler!r} not found; set $CC)")
-    source = resources.files("tms_slt.sampling").joinpath(_SOURCE).read_bytes()
-    try:
-        version = subprocess.run(
-            [compiler, "--version"], capture_output=True, text=True, check=True
-        ).stdout
-    except (OSError, subprocess.CalledProcessError) as err:
-        raise NativeUnavailableError(f"{compiler} --version failed: {err}") from err
-    key = hashlib.sha256(
-        b"\0".join([source, " ".join(flags).encode(), version.encode(), _cpu_id().encode()])
-    ).hexdigest()[:16]
-    cache = _cache_dir()
-    lib_path = cache / f"tms_sgld-{key}.so"
-    if not lib_path.exists():
-        cache.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=cache) as tmp:
-            src = Path(tmp) / _SOURCE
-            src.write_bytes(source)
-            out = Path(tmp) / "lib.so"
-            # Some compilers (Apple clang on arm64) reject -march=native: retry without.
-            for attempt in (flags, tuple(f for f in flags if f != "-march=native")):
-                proc = subprocess.run(
-                    [compiler, *attempt, "-o", str(out), str(src), "-lm"],
-                    capture_output=True,
-                    text=True,
-                )
-                if proc.returncode == 0:
-                    break
-            else:
-                raise NativeUnavailableError(f"compiling {_SOURCE} failed:\n{proc.stderr.strip()}")
-            os.replace(out, lib_path)  # atomic: concurrent builders race harmlessly
-    try:
-        lib = ctypes.CDLL(str(lib_path))
-    except OSError as err:
-        raise NativeUnavailableError(f"loading {lib_path} failed: {err}") from err
+    lib = build_library("tms_slt.sampling", _SOURCE, shape_defines(m, n))
     ptr = ctypes.c_void_p
     lib.tms_sgld_steps.restype = ctypes.c_int
     lib.tms_sgld_steps.argtypes = [
