@@ -14,6 +14,7 @@ draw of the second half labelled by its k-gon. Saves results.nc + meta.json into
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -57,15 +58,8 @@ def predicted(config, x: torch.Tensor, generator: torch.Generator) -> xr.Dataset
     W0 = torch.tensor(np.stack([W for W, _ in anchors]), dtype=torch.float32)
     b0 = torch.tensor(np.stack([b for _, b in anchors]), dtype=torch.float32)
     W, b = refine_minimum(W0, b0, x)
-    c = config.llc
     result = estimate_llc(
-        (W, b),
-        dataset=x,
-        num_chains=c.num_chains,
-        num_draws=c.num_draws,
-        num_burnin=c.num_burnin,
-        generator=generator,
-        progress=False,
+        (W, b), dataset=x, **dataclasses.asdict(config.llc), generator=generator, progress=False
     )
     loss = {lab: kgon_loss(k, 6, variant=v) for k, v, lab in MINIMA}
     llc = {lab: float(kgon_llc(k, 6, v)) for k, v, lab in MINIMA}

@@ -14,6 +14,7 @@ chen2023` ranks the minima by the free energy F_n = nL + λ log n and writes the
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -88,7 +89,7 @@ def _estimate(rows: list[dict], config, generator: torch.Generator) -> None:
     W, b = refine_minimum(W0, b0, x)
     labels = geometry.kgon_labels(W, b)
     result = estimate_llc(
-        (W, b), dataset=x, **_llc_kwargs(config), generator=generator, progress=False
+        (W, b), dataset=x, **dataclasses.asdict(config.llc), generator=generator, progress=False
     )
     diag = result.diagnostics
     for i, r in enumerate(minima):
@@ -98,20 +99,6 @@ def _estimate(rows: list[dict], config, generator: torch.Generator) -> None:
         r["llc_se"] = float(diag["standard_error"].values[i])
         r["llc_reliable"] = bool(diag["reliable"].values[i])
         r["llc_reasons"] = str(diag["reasons"].values[i])
-
-
-def _llc_kwargs(config) -> dict:
-    c = config.llc
-    return {
-        "step_size": c.step_size,
-        "nbeta": c.nbeta,
-        "localization": c.localization,
-        "num_chains": c.num_chains,
-        "num_draws": c.num_draws,
-        "num_burnin": c.num_burnin,
-        "batch_size": c.batch_size,
-        "backend": c.backend,
-    }
 
 
 def run(out: Path, *, quick: bool = False) -> Path:

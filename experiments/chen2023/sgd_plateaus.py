@@ -14,6 +14,7 @@ the LLC (the paper's claim).
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -48,19 +49,8 @@ def run(out: Path, *, quick: bool = False) -> Path:
     config = experiment_config(CONFIG, out, QUICK if quick else {})
     generator = torch.Generator().manual_seed(config.seed)
     trajectory = train(config, generator=generator, progress=False)
-    c = config.llc
     llc = estimate_llc(
-        trajectory,
-        step_size=c.step_size,
-        nbeta=c.nbeta,
-        localization=c.localization,
-        num_chains=c.num_chains,
-        num_draws=c.num_draws,
-        num_burnin=c.num_burnin,
-        batch_size=c.batch_size,
-        backend=c.backend,
-        generator=generator,
-        progress=False,
+        trajectory, **dataclasses.asdict(config.llc), generator=generator, progress=False
     )
     tracked = track(trajectory, llc)
     found = detect_dynamical(tracked)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import sys
@@ -53,20 +54,8 @@ def run_point(config: ExperimentConfig, options: SweepOptions | None = None) -> 
         trajectory = trajectory.take(-1)
     llc = None
     if options.llc:
-        c = config.llc
         llc = estimate_llc(
-            trajectory,
-            step_size=c.step_size,
-            nbeta=c.nbeta,
-            localization=c.localization,
-            num_chains=c.num_chains,
-            num_draws=c.num_draws,
-            num_burnin=c.num_burnin,
-            batch_size=c.batch_size,
-            thin=c.thin,
-            backend=c.backend,
-            generator=generator,
-            progress=False,
+            trajectory, **dataclasses.asdict(config.llc), generator=generator, progress=False
         )
     ds = track(trajectory, llc)
     if options.checkpoints == "final":
