@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tms_slt.cli import main
 from tms_slt.io import read_dataset
 from tms_slt.paper import build
 from tms_slt.paper.chen import observed_crossing
@@ -16,15 +14,10 @@ from tms_slt.paper.chen_sgd import plateau_transitions
 
 pytestmark = pytest.mark.experiments
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("figures") / "quick"
-    argv = ["figures", "chen2023", "--quick", "--out", str(out)]
-    assert main([*argv, "--experiments", str(REPO / "experiments")]) == 0
-    return out
+def quick(quick_figures) -> Path:
+    return quick_figures("chen2023")
 
 
 def test_every_figure_table_and_the_write_up_are_written(quick):
@@ -81,12 +74,6 @@ def test_sgd_plateaus_descend(quick):
     assert all(t["before"] != t["after"] for t in found)
 
 
-def test_figures_rebuild_identically_from_saved_results(quick, tmp_path):
-    def digest(root: Path) -> dict[str, str]:
-        return {
-            p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted((root / "figures").glob("*")) + sorted((root / "tables").glob("*"))
-        }
-
+def test_figures_rebuild_identically_from_saved_results(quick, tmp_path, digest):
     build("chen2023", quick / "data", tmp_path)
     assert digest(tmp_path) == digest(quick)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -14,15 +13,10 @@ from tms_slt.paper import build
 
 pytestmark = pytest.mark.experiments
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("figures") / "quick"
-    argv = ["figures", "elhage2022", "--quick", "--out", str(out)]
-    assert main([*argv, "--experiments", str(REPO / "experiments")]) == 0
-    return out
+def quick(quick_figures) -> Path:
+    return quick_figures("elhage2022")
 
 
 def test_every_figure_and_table_is_written(quick):
@@ -86,13 +80,7 @@ def test_dimensions_per_feature_fall_with_sparsity(quick):
     assert np.corrcoef(np.log(ds["inverse_density"].values), dpf)[0, 1] < -0.5
 
 
-def test_figures_rebuild_identically_from_saved_results(quick, tmp_path):
-    def digest(root: Path) -> dict[str, str]:
-        return {
-            p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted((root / "figures").glob("*")) + sorted((root / "tables").glob("*"))
-        }
-
+def test_figures_rebuild_identically_from_saved_results(quick, tmp_path, digest):
     build("elhage2022", quick / "data", tmp_path)
     assert digest(tmp_path) == digest(quick)
 

@@ -9,22 +9,16 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from tms_slt.cli import main
 from tms_slt.io import read_dataset
 from tms_slt.paper.moving import crossings, static_transition
 from tms_slt.paper.swish import discrete_threshold
 
 pytestmark = pytest.mark.experiments
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("figures") / "quick"
-    argv = ["figures", "moving-distribution", "swish", "--quick", "--out", str(out)]
-    assert main([*argv, "--experiments", str(REPO / "experiments")]) == 0
-    return out
+def quick(quick_figures) -> Path:
+    return quick_figures("moving-distribution", "swish")
 
 
 def test_files_are_written(quick):
