@@ -11,7 +11,7 @@ import numpy as np
 import xarray as xr
 
 from tms_slt.io import atomic_write_text, save_figure
-from tms_slt.paper.common import QUICK_NOTE, Built, table
+from tms_slt.paper.common import QUICK_NOTE, Built, table, wall_time
 
 #: Sample sizes at which the k-gon table ranks the minima by F_n = nL + λ log n.
 RANK_NS = (1e2, 1e3, 1e4, 1e5)
@@ -339,10 +339,6 @@ def write_up(built: dict[str, Built], meta: dict[str, dict]) -> str:
     sg = built["sgd_plateaus"].numbers
     quick = any(m.get("quick") for m in meta.values())
 
-    def wall(name: str) -> str:
-        t = meta[name].get("wall_time_s")
-        return "unknown" if t is None else f"{float(t):.0f} s"
-
     def estimate(key: str) -> str:
         v = kg.get(key)
         if v is None:
@@ -418,7 +414,7 @@ ReLU kink (b* = 0), where the one-sided Hessian has no negative eigenvalue; of t
 {escaped} have λ̂ < 0 (the chains find lower loss nearby: not local minima of L_n, no
 LLC) or a flagged λ̂. The free energy nL + λ log n prefers, at n = 10², 10³, 10⁴, 10⁵:
 {preferred}.{c8}
-Wall time: {wall("kgon_table")}.
+Wall time: {wall_time(meta, "kgon_table")}.
 
 ## 2. Bayesian phase transitions in n
 
@@ -438,7 +434,7 @@ the ladder of n): the 6-gon overtakes the 5-gons at n ≈ {bt["observed"]:.0f},
 swap rates ≥ {bt["swap_rate_min"]:.2f}, {bt["round_trips_total"]} round trips
 ({100 * bt["walkers_with_round_trip"]:.0f}% of walkers), and the 6-gon fraction of the two
 quarters of the kept draws differs by at most {bt["max_half_difference"]:.2f} at any n.
-Wall time: {wall("bayesian_transitions")}.
+Wall time: {wall_time(meta, "bayesian_transitions")}.
 
 **What differs, and why.** The leading-order F_n leaves out O(1) terms beyond the prior,
 and at these n they are not small. λ log n is the n-dependence of ½ Σ log(n h_i/2π) over
@@ -475,7 +471,7 @@ the plateaus' k-gons where it is known (6, 5+, 5−; {sg["with_exact_llc"]} tran
 {100 * sg["claim_fraction_exact"]:.0f}% meet the claim and {sg["exact_llc_unchanged"]} leave
 λ unchanged (5+ ↔ 6, both 17/2). Final configurations:
 {", ".join(f"{k} ({v})" for k, v in sg["final_configurations"].items())}. Wall time:
-{wall("sgd_plateaus")}.
+{wall_time(meta, "sgd_plateaus")}.
 
 **What differs.** The paper's claim holds in our data only in the sense the paper measured
 it (raw λ̂ along the trajectory). As a statement about the LLCs of the critical points the

@@ -20,6 +20,12 @@ class Built:
     numbers: dict[str, Any]
 
 
+def wall_time(meta: dict[str, dict], name: str) -> str:
+    """A saved result's wall time as the write-ups quote it ("unknown" if not recorded)."""
+    t = meta[name].get("wall_time_s")
+    return "unknown" if t is None else f"{float(t):.0f} s"
+
+
 def table(header: list[str], rows: list[list[Any]]) -> str:
     """A Markdown table."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

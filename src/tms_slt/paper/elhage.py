@@ -9,7 +9,7 @@ import xarray as xr
 from matplotlib.figure import Figure
 
 from tms_slt.io import atomic_write_text, save_figure
-from tms_slt.paper.common import QUICK_NOTE, Built, span, table
+from tms_slt.paper.common import QUICK_NOTE, Built, span, table, wall_time
 
 #: The sticky feature dimensionalities of Elhage et al. 2022 (tetrahedron 3/4, triangle 2/3,
 #: digon 1/2, pentagon 2/5, square antiprism 3/8), and 1 (a dedicated dimension).
@@ -192,10 +192,6 @@ def write_up(built: dict[str, Built], meta: dict[str, dict]) -> str:
     p3 = built["phase_diagram_3in2"].numbers
     quick = any(m.get("quick") for m in meta.values())
 
-    def wall(name: str) -> str:
-        t = meta[name].get("wall_time_s")
-        return "unknown" if t is None else f"{float(t):.0f} s"
-
     def represented(act: str) -> str:
         keys = sorted(
             (k for k in sup if k.startswith(act)),
@@ -226,7 +222,7 @@ five features in a pentagon.
 linear: {represented("linear")}; ReLU: {represented("relu")}.
 At S = 0.997 the ReLU model represents {relu_sparse} of 5 features
 ({"the pentagon regime" if relu_sparse == 5 else "not the full pentagon"}). Wall time:
-{wall("superposition_vs_sparsity")}.
+{wall_time(meta, "superposition_vs_sparsity")}.
 
 ## 2. Two features in one dimension: the phase diagram
 
@@ -241,7 +237,7 @@ antipodally (superposition); the boundary moves to lower density as r departs fr
 density axis the trained superposition boundary lies a median
 {pd["boundary_distance_decades_median"]:.2f} decades from the exact one, bisected to 0.01
 decades (table: [tables/elhage_phase_diagram.md](tables/elhage_phase_diagram.md)). Wall
-time: {wall("phase_diagram")}.
+time: {wall_time(meta, "phase_diagram")}.
 
 **What differs.** The disagreements sit next to the boundary and near r = 1, where the
 exact losses of the phases are close and a finite run settles in either.
@@ -256,7 +252,7 @@ has a dimension of its own in {p3["fractions"]["dedicated"]:.0%} and shares the 
 both others in {p3["fractions"]["superposition"]:.0%}; {p3["seed_agreement"]:.0%} of seeds agree
 with their cell's majority (table:
 [tables/elhage_phase_diagram_3in2.md](tables/elhage_phase_diagram_3in2.md)). Wall time:
-{wall("phase_diagram_3in2")}.
+{wall_time(meta, "phase_diagram_3in2")}.
 
 ## 3. Feature dimensionality and its sticky values
 
@@ -270,7 +266,7 @@ D_i within 0.02 of a sticky value; m/‖W‖²_F is within 0.05 of 1 at 1/(1 −
 {[round(v, 3) for v in plateau_1] or "none of the grid"} and of 1/2 at
 {[round(v, 3) for v in plateau_half] or "none of the grid"} (table:
 [tables/feature_dimensionality.md](tables/feature_dimensionality.md)). Wall time:
-{wall("feature_dimensionality")}.
+{wall_time(meta, "feature_dimensionality")}.
 
 **What differs.** The paper's D_i cluster at the sticky values over a wide range of
 sparsity; here they do so only where m/‖W‖²_F is near 1/2, and m/‖W‖²_F keeps falling at

@@ -11,7 +11,7 @@ import numpy as np
 import xarray as xr
 
 from tms_slt.io import atomic_write_text, save_figure
-from tms_slt.paper.common import QUICK_NOTE, Built, table
+from tms_slt.paper.common import QUICK_NOTE, Built, table, wall_time
 
 # ---------------------------------------------------------------------------------------
 # Tracking the static diagram while the distribution moves
@@ -242,8 +242,7 @@ def _driver_agreement(ds: xr.Dataset, speed: str, warmup: int, cycle: int) -> fl
 def write_up(built: dict[str, Built], meta: dict[str, dict]) -> str:
     tr = built["tracking"].numbers
     quick = any(m.get("quick") for m in meta.values())
-    t = meta["tracking"].get("wall_time_s")
-    wall = "unknown" if t is None else f"{float(t):.0f} s"
+    wall = wall_time(meta, "tracking")
     lines = []
     for speed, v in tr["speeds"].items():
         tau = tr["plateau_time"]

@@ -10,7 +10,7 @@ import numpy as np
 import xarray as xr
 
 from tms_slt.io import atomic_write_text, save_figure
-from tms_slt.paper.common import QUICK_NOTE, Built, table
+from tms_slt.paper.common import QUICK_NOTE, Built, table, wall_time
 
 #: A configuration is discrete when its stray norm and its distance from a regular k-gon are
 #: both below this (the k-gon classifier's `regular_tol`).
@@ -131,8 +131,7 @@ def swish_vs_relu(ds: xr.Dataset, out: Path) -> Built:
 def write_up(built: dict[str, Built], meta: dict[str, dict]) -> str:
     sw = built["swish_vs_relu"].numbers
     quick = any(m.get("quick") for m in meta.values())
-    t = meta["swish_vs_relu"].get("wall_time_s")
-    wall = "unknown" if t is None else f"{float(t):.0f} s"
+    wall = wall_time(meta, "swish_vs_relu")
 
     def threshold(s: str) -> str:
         v = sw[f"{s}_threshold"]
