@@ -14,16 +14,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tms_slt.theory import kgon_llc_report
+from tms_slt.theory import kgon_llc_report, kgon_variants
 
 DEFAULT_OUT = Path(__file__).resolve().parents[2] / "paper" / "tables" / "kgon_llc.md"
-
-
-def variants(k: int, c: int) -> list[str]:
-    """ "" for k = c, else every multiset of signs for the c − k unrepresented features."""
-    if k == c:
-        return [""]
-    return ["+" * p + "-" * (c - k - p) for p in range(c - k, -1, -1)]
 
 
 def table(max_c: int = 8) -> str:
@@ -40,7 +33,7 @@ def table(max_c: int = 8) -> str:
     ]
     for c in range(2, max_c + 1):
         for k in range(c, 1, -1):
-            for v in variants(k, c):
+            for v in kgon_variants(k, c):
                 r = kgon_llc_report(k, c, v or "-")
                 lam = "—" if r.llc is None else str(r.llc)
                 lines.append(

@@ -29,7 +29,7 @@ from tms_slt.data import TMSDistribution
 from tms_slt.io import save_run
 from tms_slt.paper import experiment_config, experiment_main
 from tms_slt.sampling.llc import estimate_llc
-from tms_slt.theory import kgon_critical_point, kgon_llc_report
+from tms_slt.theory import kgon_critical_point, kgon_llc_report, kgon_variants
 from tms_slt.training import refine_minimum
 
 HERE = Path(__file__).resolve().parent
@@ -44,18 +44,10 @@ DEAD_BIAS = -1.0
 QUICK = {"data.n_train": 2000, "llc.num_draws": 300, "llc.num_burnin": 100}
 
 
-def variants(k: int, c: int) -> list[str]:
-    """ "" for k = c, else every multiset of bias signs of the c − k unrepresented features,
-    most positive first (Chen et al.'s 4++, 4+−, 4−−)."""
-    if k == c:
-        return [""]
-    return ["+" * p + "-" * (c - k - p) for p in range(c - k, -1, -1)]
-
-
 def _rows(c: int) -> list[dict]:
     rows = []
     for k in range(c, 1, -1):
-        for v in variants(k, c):
+        for v in kgon_variants(k, c):
             r = kgon_llc_report(k, c, v or "-")
             rows.append(
                 {

@@ -81,3 +81,14 @@ def test_label_lookup():
     assert kgon_llc_of_label("4++", 6) is None
     assert kgon_llc_of_label("5+", 7) is None  # 5 + one sign is not a c = 7 label
     assert kgon_llc_of_label("junk", 6) is None
+
+
+def test_kgon_variants_are_every_sign_pattern_once():
+    from tms_slt.theory import kgon_variants
+
+    assert kgon_variants(6, 6) == [""]
+    assert kgon_variants(4, 6) == ["++", "+-", "--"]
+    for k in range(2, 7):
+        found = kgon_variants(k, 6)
+        assert len(found) == 6 - k + 1 and len(set(found)) == len(found)
+        assert all(len(v) == 6 - k and set(v) <= {"+", "-"} for v in found)

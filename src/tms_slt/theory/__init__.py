@@ -53,6 +53,7 @@ from tms_slt.theory.tms import (
     kgon_llc_report,
     kgon_loss,
     kgon_solution,
+    kgon_variants,
     tms_population_loss,
     tms_population_loss_torch,
 )
@@ -70,6 +71,7 @@ __all__ = [
     "kgon_llc_report",
     "kgon_loss",
     "kgon_solution",
+    "kgon_variants",
     "normal_crossing_learning_coefficient",
     "normal_crossing_potential",
     "quadratic_potential",

@@ -133,6 +133,15 @@ def _kgon_params(
     return W, b
 
 
+def kgon_variants(k: int, c: int) -> list[str]:
+    """Every sign pattern of the c − k unrepresented biases, up to the order of the features
+    (which is a relabelling), most positive first: Chen et al.'s 4++, 4+−, 4−− for k = 4,
+    c = 6; [""] for k = c."""
+    if k == c:
+        return [""]
+    return ["+" * p + "-" * (c - k - p) for p in range(c - k, -1, -1)]
+
+
 def _parse_variant(variant: str, k: int, c: int) -> str:
     if k == c:
         if variant not in ("", "-", "+"):
