@@ -4,7 +4,9 @@ feature dimensionalities, against sparsity.
     .venv/bin/python experiments/elhage2022/feature_dimensionality.py [--quick] [--out DIR]
 
 n = 400 features in m = 30 dimensions (quick: 40 in 6), uniform importance; 1/(1 − S) on a
-log grid from 1 to 1000, one instance per sparsity, all trained as one batch. Saves per
+log grid from 1 to MAX_INVERSE_DENSITY = 20 (the range of the ARENA replication of this
+figure; the marked sticky values all lie at 1/(1 − S) < 6, beyond which every feature's D_i
+is below 3/8), one instance per sparsity, all trained as one batch. Saves per
 sparsity m/‖W‖²_F (dimensions per feature) and every feature's dimensionality
 D_i = ‖W_i‖² / Σ_j (Ŵ_i · W_j)² (`geometry.feature_dimensionality`) with its norm, into
 results.nc (default paper/data/elhage2022/feature_dimensionality). `tms-slt figures
@@ -31,6 +33,8 @@ from tms_slt.training import train
 HERE = Path(__file__).resolve().parent
 CONFIG = HERE / "feature_dimensionality.toml"
 DEFAULT_OUT = HERE.parents[1] / "paper" / "data" / "elhage2022" / "feature_dimensionality"
+MAX_INVERSE_DENSITY = 20.0
+GRID = 24
 QUICK = {
     "data.n_features": 40,
     "model.n_hidden": 6,
@@ -42,7 +46,7 @@ QUICK = {
 def run(out: Path, *, quick: bool = False) -> Path:
     start = time.perf_counter()
     base = experiment_config(CONFIG, out, QUICK if quick else {})
-    inverse_density = np.logspace(0, 3, 8 if quick else 16)
+    inverse_density = np.geomspace(1, MAX_INVERSE_DENSITY, 8 if quick else GRID)
     sparsity = torch.tensor(1 - 1 / inverse_density, dtype=torch.float32).unsqueeze(-1)
     config = with_overrides(base, {"train.num_instances": len(inverse_density)})
     n, m = config.data.n_features, config.model.n_hidden

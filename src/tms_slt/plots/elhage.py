@@ -82,5 +82,5 @@ def plot_feature_dimensionality(ds: xr.Dataset, *, sticky: Sequence[float]) -> F
     ax.set_xlabel("1 / (1 − S)")
     ax.set_ylabel("dimensions per feature")
     ax.set_ylim(0, 1.1)
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="lower left")
     return fig
