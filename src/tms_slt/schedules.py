@@ -164,37 +164,26 @@ class DistributionSchedule:
 
     def __call__(self, step: int) -> TMSDistribution:
         v = self.values_at(step)
-        if "active_features" in v:
+        decay = v.get("importance_decay", torch.tensor(self.importance_decay))
+        # I_i = r^i; a per-instance decay has shape (I, 1) or (I,), one row of I per instance
+        if decay.numel() == 1:
+            decay = decay.reshape(())
+        elif decay.shape[-1] != 1:
+            decay = decay.unsqueeze(-1)
+        importance = (decay ** torch.arange(self.n_features)).float()
+        sparsity, active = v.get("sparsity", self.sparsity), self.active_features
+        if "active_features" in v:  # a ramp of the active count selects that mode
             k = v["active_features"]
             if k.numel() != 1:
                 raise ValueError("active_features cannot differ between instances")
-            return TMSDistribution(
-                self.n_features,
-                importance_decay=self._decay(v),
-                active_features=max(1, min(self.n_features, round(float(k)))),
-            )
-        sparsity = v.get("sparsity", self.sparsity)
-        if sparsity is None and "sparsity" not in v:
-            return TMSDistribution(
-                self.n_features,
-                importance_decay=self._decay(v),
-                active_features=self.active_features,
-            )
-        decay = v.get("importance_decay")
-        if decay is not None and decay.numel() > 1:
-            importance = decay.unsqueeze(-1) ** torch.arange(self.n_features, dtype=torch.float64)
-            return TMSDistribution(
-                self.n_features, _as_tensor(sparsity).float(), importance=importance.float()
-            )
-        return TMSDistribution(self.n_features, _as_tensor(sparsity).float(), self._decay(v))
-
-    def _decay(self, v: dict[str, Tensor]) -> float:
-        decay = v.get("importance_decay")
-        if decay is None:
-            return self.importance_decay
-        if decay.numel() != 1:
-            raise ValueError("per-instance importance decay needs a sparsity (not active_features)")
-        return float(decay)
+            sparsity, active = None, max(1, min(self.n_features, round(float(k))))
+        return TMSDistribution(
+            self.n_features,
+            None if sparsity is None else _as_tensor(sparsity).float(),
+            float(decay) if decay.numel() == 1 else 1.0,
+            active_features=None if sparsity is not None else active,
+            importance=importance,
+        )
 
     def change_points(self) -> list[tuple[int, int]]:
         """Every ramp's window, sorted (the detector's `schedule`)."""

@@ -49,6 +49,20 @@ def test_composition_and_round_trip_through_a_dict():
     assert schedule_value(again, [0, 30], "sparsity").tolist() == pytest.approx([0.9, 0.99])
 
 
+def test_per_instance_importance_ramp_with_one_active_feature():
+    # Chen et al.'s c = 6 setting (exactly one active feature) with two decays ramped at once.
+    decays = torch.tensor([[1.0], [0.5]])
+    sched = DistributionSchedule(
+        6, (Ramp("importance_decay", 1.0, decays, begin=0, finish=10),), active_features=1
+    )
+    q = sched(10)
+    assert tuple(q.batch_shape) == (2,) and q.active_features == 1
+    assert q.importance[1].tolist() == pytest.approx([0.5**i for i in range(6)])
+    assert q.importance[0].tolist() == pytest.approx([1.0] * 6)
+    x = q.sample(50, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (2, 50, 6) and ((x > 0).sum(-1) == 1).all()
+
+
 def test_active_feature_ramp_rounds_to_integers():
     sched = DistributionSchedule(6, (Ramp("active_features", 1, 3, begin=0, finish=10),))
     assert [sched(t).active_features for t in (0, 5, 10)] == [1, 2, 3]
