@@ -143,7 +143,13 @@ def _train_and_track(config: ExperimentConfig, *, with_llc: bool, progress: bool
             generator=generator,
             progress=progress,
         )
-    return trajectory, llc, _results(trajectory, llc)
+    results = _results(trajectory, llc)
+    if config.schedule:  # where q moves, for the detector's `driver` (flat begin, finish pairs)
+        from tms_slt.schedules import DistributionSchedule
+
+        windows = DistributionSchedule.from_config(config).change_points()
+        results.attrs["schedule_change_points"] = [int(v) for w in windows for v in w]
+    return trajectory, llc, results
 
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
@@ -516,8 +522,12 @@ def _experiment(root: Path, study: str, name: str):
     path = root / study / f"{name}.py"
     if not path.exists():
         raise ConfigError(f"{path} not found: run from the repository root or pass --experiments")
-    spec = importlib.util.spec_from_file_location(f"tms_slt_experiment_{study}_{name}", path)
+    module_name = f"tms_slt_experiment_{study}_{name}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
+    # Registered before it runs, as an import would be: dataclasses (and pickling) look
+    # their defining module up in sys.modules.
+    sys.modules[module_name] = module
     spec.loader.exec_module(module)
     return module
 

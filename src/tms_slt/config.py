@@ -16,10 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 ACTIVATIONS = ("linear", "relu", "swish", "gelu")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 #: How the training steps run: see `tms_slt.training.train(backend=...)`.
 TRAIN_BACKENDS = ("auto", "native", "torch")
+#: What a [[schedule]] ramp can move, and how (`tms_slt.schedules.Ramp`).
+RAMP_PARAMETERS = ("sparsity", "importance_decay", "active_features")
+RAMP_SHAPES = ("linear", "log", "step", "cyclic")
 
 
 class ConfigError(ValueError):
@@ -230,6 +235,67 @@ class LLCConfig:
             _fail(s, "backend", f"one of {', '.join(LLC_BACKENDS)}", self.backend)
 
 
+def check_ramp(
+    parameter: str, start: Any, end: Any, begin: int, finish: int, shape: str, cycles: int
+) -> None:
+    """One-line errors for a ramp of the true distribution (a [[schedule]] table, and
+    `schedules.Ramp`, whose start and end may be arrays: one value per instance / feature)."""
+    s = "schedule"
+    if parameter not in RAMP_PARAMETERS:
+        _fail(s, "parameter", f"one of {', '.join(RAMP_PARAMETERS)}", parameter)
+    if shape not in RAMP_SHAPES:
+        _fail(s, "shape", f"one of {', '.join(RAMP_SHAPES)}", shape)
+    for name, value in (("begin", begin), ("finish", finish)):
+        _nonneg_int(s, name, value)
+    if begin > finish:
+        _fail(s, "begin", f"at most finish={finish}", begin)
+    _positive_int(s, "cycles", cycles)
+    for name, value in (("start", start), ("end", end)):
+        v = np.asarray(value, dtype=np.float64)
+        if not np.isfinite(v).all():
+            _fail(s, name, "finite", value)
+        if parameter == "sparsity" and ((v < 0) | (v > 1)).any():
+            _fail(s, name, "in [0, 1] for a sparsity ramp", value)
+        if parameter != "sparsity" and (v <= 0).any():
+            _fail(s, name, f"positive for a {parameter} ramp", value)
+        if shape == "log" and parameter == "sparsity" and (v == 1).any():
+            _fail(s, name, "below 1 for a log sparsity ramp (density 1 − S > 0)", value)
+
+
+@dataclass(frozen=True)
+class RampConfig:
+    """One [[schedule]] table: a parameter of q that moves from `start` to `end` over the
+    steps [begin, finish] with a shape (see `tms_slt.schedules`), e.g.
+
+        [[schedule]]
+        parameter = "sparsity"
+        start = 0.6
+        end = 0.97
+        begin = 3000
+        finish = 9000
+        shape = "cyclic"
+    """
+
+    parameter: str
+    start: float | tuple[float, ...]
+    end: float | tuple[float, ...]
+    begin: int
+    finish: int
+    shape: str = "linear"
+    cycles: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("start", "end"):
+            value = getattr(self, name)
+            if isinstance(value, list | tuple):  # one value per feature (sparsity)
+                object.__setattr__(self, name, tuple(float(v) for v in value))
+            elif isinstance(value, bool) or not isinstance(value, int | float):
+                _fail("schedule", name, "a number or a list of numbers", value)
+        check_ramp(
+            self.parameter, self.start, self.end, self.begin, self.finish, self.shape, self.cycles
+        )
+
+
 @dataclass(frozen=True)
 class ExperimentConfig:
     """One resolved run: true distribution, model, training and LLC settings."""
@@ -240,9 +306,12 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     llc: LLCConfig = field(default_factory=LLCConfig)
+    #: Ramps of the true distribution during training ([[schedule]] tables); empty: q fixed.
+    schedule: tuple[RampConfig, ...] = ()
 
     def __post_init__(self) -> None:
         _nonneg_int("experiment", "seed", self.seed)
+        self._check_schedule()
         _check_device(self.device)
         if self.model.n_hidden >= self.data.n_features:
             raise ConfigError(
@@ -256,6 +325,25 @@ class ExperimentConfig:
             _fail("train", "batch_size", f"at most data.n_train={n}", self.train.batch_size)
         if self.llc.nbeta is None and n == 1:
             raise ConfigError("llc.nbeta must be given when data.n_train is 1 (n/log n undefined)")
+
+    def _check_schedule(self) -> None:
+        if not self.schedule:
+            return
+        if self.data.n_train:
+            _fail(
+                "data", "n_train", "0 (online data) when q moves ([[schedule]])", self.data.n_train
+            )
+        names = [r.parameter for r in self.schedule]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"schedule: at most one ramp per parameter, got {names}")
+        if {"sparsity", "active_features"} <= set(names):
+            raise ConfigError("schedule: ramp sparsity or active_features, not both")
+        n = self.data.n_features
+        for r in self.schedule:
+            for name in ("start", "end"):
+                value = getattr(r, name)
+                if isinstance(value, tuple) and (r.parameter != "sparsity" or len(value) != n):
+                    _fail("schedule", name, f"a number (or {n} sparsities, one per feature)", value)
 
 
 _SECTIONS: dict[str, type] = {
@@ -303,7 +391,9 @@ def config_from_dict(raw: Mapping[str, Any]) -> ExperimentConfig:
             raise _unknown(key)
     kwargs: dict[str, Any] = {}
     for key, value in raw.items():
-        if key in _SECTIONS:
+        if key == "schedule":
+            kwargs[key] = _schedule_from_raw(value)
+        elif key in _SECTIONS:
             if not isinstance(value, Mapping):
                 raise ConfigError(f"[{key}] must be a table, got {value!r}")
             cls = _SECTIONS[key]
@@ -319,6 +409,26 @@ def config_from_dict(raw: Mapping[str, Any]) -> ExperimentConfig:
         else:
             kwargs[key] = value
     return ExperimentConfig(**kwargs)
+
+
+def _schedule_from_raw(value: Any) -> tuple[RampConfig, ...]:
+    """[[schedule]] tables -> RampConfigs, with one-line errors for unknown or missing keys."""
+    if not isinstance(value, list | tuple) or not all(isinstance(t, Mapping) for t in value):
+        raise ConfigError(f"schedule must be [[schedule]] tables, got {value!r}")
+    allowed = [f.name for f in dataclasses.fields(RampConfig)]
+    required = [f.name for f in dataclasses.fields(RampConfig) if f.default is dataclasses.MISSING]
+    ramps = []
+    for table in value:
+        for key in table:
+            if key not in allowed:
+                close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+                hint = f"; did you mean 'schedule.{close[0]}'?" if close else ""
+                raise ConfigError(f"unknown key 'schedule.{key}'{hint}")
+        missing = [k for k in required if k not in table]
+        if missing:
+            raise ConfigError(f"each [[schedule]] needs {', '.join(required)}; missing {missing}")
+        ramps.append(RampConfig(**table))
+    return tuple(ramps)
 
 
 def load_config(path: str | Path) -> ExperimentConfig:
@@ -340,11 +450,14 @@ def config_to_dict(config: ExperimentConfig) -> dict[str, Any]:
     def clean(obj: Any) -> Any:
         if isinstance(obj, dict):
             return {k: clean(v) for k, v in obj.items() if v is not None}
-        if isinstance(obj, tuple):
-            return list(obj)
+        if isinstance(obj, tuple | list):
+            return [clean(v) for v in obj]
         return obj
 
-    return clean(dataclasses.asdict(config))
+    raw = clean(dataclasses.asdict(config))
+    if not raw["schedule"]:
+        del raw["schedule"]  # a fixed q writes no [[schedule]]
+    return raw
 
 
 def with_overrides(config: ExperimentConfig, overrides: Mapping[str, Any]) -> ExperimentConfig:
@@ -382,9 +495,13 @@ def _toml_value(value: Any) -> str:
 def config_to_toml(config: ExperimentConfig) -> str:
     """The resolved config as TOML text that `load_config` reads back identically."""
     raw = config_to_dict(config)
+    ramps = raw.pop("schedule", [])
     lines = [f"{k} = {_toml_value(v)}" for k, v in raw.items() if not isinstance(v, dict)]
     for section, table in raw.items():
         if isinstance(table, dict):
             lines.append(f"\n[{section}]")
             lines.extend(f"{k} = {_toml_value(v)}" for k, v in table.items())
+    for ramp in ramps:
+        lines.append("\n[[schedule]]")
+        lines.extend(f"{k} = {_toml_value(v)}" for k, v in ramp.items())
     return "\n".join(lines) + "\n"

@@ -24,6 +24,7 @@ parameters over a base distribution.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,10 +32,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from tms_slt.config import RAMP_PARAMETERS, RAMP_SHAPES, ExperimentConfig, check_ramp
 from tms_slt.data import TMSDistribution
 
-PARAMETERS = ("sparsity", "importance_decay", "active_features")
-SHAPES = ("linear", "log", "step", "cyclic")
+PARAMETERS = RAMP_PARAMETERS
+SHAPES = RAMP_SHAPES
 
 
 def _as_tensor(value: float | Sequence[float] | Tensor) -> Tensor:
@@ -62,23 +64,15 @@ class Ramp:
     cycles: int = 1
 
     def __post_init__(self) -> None:
-        if self.parameter not in PARAMETERS:
-            raise ValueError(f"Ramp.parameter must be one of {PARAMETERS}, got {self.parameter!r}")
-        if self.shape not in SHAPES:
-            raise ValueError(f"Ramp.shape must be one of {SHAPES}, got {self.shape!r}")
-        if not 0 <= self.begin <= self.finish:
-            raise ValueError(f"need 0 <= begin <= finish, got {self.begin}, {self.finish}")
-        if self.cycles < 1:
-            raise ValueError(f"Ramp.cycles must be >= 1, got {self.cycles}")
-        lo, hi = _as_tensor(self.start), _as_tensor(self.end)
-        if self.parameter == "sparsity" and (
-            ((lo < 0) | (lo > 1)).any() or ((hi < 0) | (hi > 1)).any()
-        ):
-            raise ValueError("a sparsity ramp's start and end must lie in [0, 1]")
-        if self.parameter != "sparsity" and ((lo <= 0).any() or (hi <= 0).any()):
-            raise ValueError(f"a {self.parameter} ramp's start and end must be positive")
-        if self.shape == "log" and self.parameter == "sparsity" and ((lo == 1) | (hi == 1)).any():
-            raise ValueError("a log sparsity ramp needs density 1 − S > 0 at both ends")
+        check_ramp(
+            self.parameter,
+            _as_tensor(self.start).numpy(),
+            _as_tensor(self.end).numpy(),
+            self.begin,
+            self.finish,
+            self.shape,
+            self.cycles,
+        )
 
     def fraction(self, step: int) -> float:
         """How far along the ramp q is at `step`: 0 at `start`, 1 at `end`."""
@@ -164,7 +158,7 @@ class DistributionSchedule:
 
     def __call__(self, step: int) -> TMSDistribution:
         v = self.values_at(step)
-        decay = v.get("importance_decay", torch.tensor(self.importance_decay))
+        decay = v.get("importance_decay", _as_tensor(self.importance_decay))
         # I_i = r^i; a per-instance decay has shape (I, 1) or (I,), one row of I per instance
         if decay.numel() == 1:
             decay = decay.reshape(())
@@ -199,6 +193,18 @@ class DistributionSchedule:
         base["importance_decay"] = self.importance_decay
         base["ramps"] = [r.to_dict() for r in self.ramps]
         return base
+
+    @classmethod
+    def from_config(cls, config: ExperimentConfig) -> DistributionSchedule:
+        """q_t of a config: its [data] distribution moved by its [[schedule]] ramps."""
+        data = config.data
+        return cls(
+            data.n_features,
+            tuple(Ramp(**dataclasses.asdict(r)) for r in config.schedule),
+            sparsity=data.sparsity,
+            active_features=None if data.sparsity is not None else data.active_features,
+            importance_decay=data.importance_decay,
+        )
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DistributionSchedule:

@@ -231,9 +231,10 @@ def train(
         config: the resolved experiment configuration.
         generator: source of all randomness (init, data, batches); defaults to
             a new generator seeded with `config.seed`.
-        distribution: overrides `config.data`: a TMSDistribution (possibly with
-            per-instance sparsity/importance), or a schedule `step -> q_t` for a
-            true distribution that changes during training (online only).
+        distribution: overrides `config.data` (and `config.schedule`): a TMSDistribution
+            (possibly with per-instance sparsity/importance), or a schedule `step -> q_t`
+            for a true distribution that changes during training (online only). None:
+            `config.data`, moved by the config's [[schedule]] ramps if it has any.
         progress: show a progress bar.
         backend: "native" (the fused C kernel of `training_native`: CPU, float32, one C
             loop per instance), "torch" (autograd and torch.optim, any device), or "auto"
@@ -248,6 +249,10 @@ def train(
     if generator is None:
         generator = torch.Generator().manual_seed(config.seed)
     t, m = config.train, config.model
+    if distribution is None and config.schedule:  # [[schedule]] in the config: q moves
+        from tms_slt.schedules import DistributionSchedule
+
+        distribution = DistributionSchedule.from_config(config)
     scheduled = callable(distribution) and not isinstance(distribution, TMSDistribution)
     if scheduled and config.data.n_train:
         raise ValueError("a distribution schedule needs online training: set data.n_train = 0")

@@ -137,3 +137,43 @@ def test_sweep_run_status_collect(tmp_path, tiny_config, capsys):
     bad.write_text(config_to_toml(tiny_config) + '\n[sweep]\n"data.nope" = [1]\n')
     assert main(["sweep", str(bad), "--out", str(tmp_path / "never")]) == 2
     assert not (tmp_path / "never").exists()
+
+
+def test_train_follows_a_schedule_table_and_detect_labels_drivers(tmp_path, capsys):
+    from tms_slt.config import (
+        DataConfig,
+        ExperimentConfig,
+        ModelConfig,
+        RampConfig,
+        TrainConfig,
+    )
+
+    config = ExperimentConfig(
+        data=DataConfig(n_features=5, sparsity=0.6, active_features=None, n_train=0),
+        model=ModelConfig(n_hidden=2),
+        train=TrainConfig(
+            optimizer="adam",
+            lr=0.01,
+            num_steps=400,
+            num_instances=2,
+            num_checkpoints=30,
+            batch_size=64,
+        ),
+        schedule=(RampConfig("sparsity", 0.6, 0.97, begin=100, finish=300, shape="cyclic"),),
+    )
+    path = tmp_path / "moving.toml"
+    path.write_text(config_to_toml(config))
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(path), "--out", str(run), "--quiet"]) == 0
+    assert "[[schedule]]" in (run / "config.toml").read_text()  # kept with the run
+    windows = read_dataset(run / "results.nc").attrs["schedule_change_points"]
+    assert json.loads(windows) == [100, 300]
+    assert main(["detect", str(run), "--out", str(tmp_path / "det")]) == 0
+    records = json.loads((tmp_path / "det" / "transitions.json").read_text())["transitions"]
+    for r in records:  # the detector read the ramp's window [100, 300] from results.nc
+        lo, hi = r["interval"]
+        if hi < 100:
+            assert r["driver"] == "learning"
+        if 100 <= lo and hi <= 300:
+            assert r["driver"] == "schedule"
+    assert any(r["driver"] == "schedule" for r in records)

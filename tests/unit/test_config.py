@@ -104,3 +104,87 @@ def test_overrides_switch_data_mode_and_validate():
         with_overrides(config, {"train.nope": 1})
     with pytest.raises(ConfigError, match=r"train\.lr"):
         with_overrides(config, {"train.lr": -1.0})
+
+
+SCHEDULE_TOML = """
+[data]
+n_features = 5
+sparsity = 0.6
+importance_decay = 0.9
+n_train = 0
+
+[model]
+n_hidden = 2
+
+[train]
+num_steps = 40
+num_instances = 2
+num_checkpoints = 5
+batch_size = 32
+
+[[schedule]]
+parameter = "sparsity"
+start = 0.6
+end = 0.97
+begin = 10
+finish = 30
+shape = "cyclic"
+"""
+
+
+def test_schedule_tables_round_trip_and_drive_training(tmp_path):
+    import torch
+
+    from tms_slt.schedules import DistributionSchedule
+    from tms_slt.training import train
+
+    path = tmp_path / "moving.toml"
+    path.write_text(SCHEDULE_TOML)
+    config = load_config(path)
+    (ramp,) = config.schedule
+    assert (ramp.parameter, ramp.shape, ramp.begin, ramp.finish) == ("sparsity", "cyclic", 10, 30)
+    again = tmp_path / "again.toml"
+    again.write_text(config_to_toml(config))
+    assert load_config(again) == config
+    q = DistributionSchedule.from_config(config)
+    assert float(q(20).sparsity) == pytest.approx(0.97) and float(q(0).sparsity) == pytest.approx(
+        0.6
+    )
+    assert q(0).importance_decay == 0.9
+    # train(config) follows the schedule: the same trajectory as passing it explicitly.
+    a = train(config, generator=torch.Generator().manual_seed(0), progress=False)
+    b = train(config, distribution=q, generator=torch.Generator().manual_seed(0), progress=False)
+    assert torch.equal(a.W, b.W)
+    fixed = ExperimentConfig(**{**config.__dict__, "schedule": ()})
+    c = train(fixed, generator=torch.Generator().manual_seed(0), progress=False)
+    assert not torch.equal(a.W, c.W)  # the ramp changed the data after step 10
+    assert "[[schedule]]" not in config_to_toml(fixed)
+
+
+@pytest.mark.parametrize(
+    ("table", "match"),
+    [
+        ('parameter = "noise"', "schedule.parameter"),
+        ('shape = "sine"', "schedule.shape"),
+        ("end = 1.5", r"schedule.end must be in \[0, 1\]"),
+        ("begin = 40", "schedule.begin must be at most finish"),
+        ("finsh = 3", "did you mean 'schedule.finish'"),
+    ],
+)
+def test_bad_schedule_tables_are_one_line_errors(tmp_path, table, match):
+    key = table.split(" =")[0]
+    lines = [ln for ln in SCHEDULE_TOML.splitlines() if not ln.startswith(f"{key} =")]
+    path = tmp_path / "bad.toml"
+    path.write_text("\n".join(lines) + f"\n{table}\n")
+    with pytest.raises(ConfigError, match=match):
+        load_config(path)
+
+
+def test_schedule_needs_online_data_and_all_its_keys(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text(SCHEDULE_TOML.replace("n_train = 0", "n_train = 100"))
+    with pytest.raises(ConfigError, match=r"data\.n_train must be 0"):
+        load_config(path)
+    path.write_text(SCHEDULE_TOML.replace("begin = 10\n", ""))
+    with pytest.raises(ConfigError, match="missing \\['begin'\\]"):
+        load_config(path)

@@ -23,6 +23,7 @@ estimates (``llc_reliable``, from `LLCResult.diagnostics`) around the transition
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -158,14 +159,16 @@ def _window_delta(x: np.ndarray | None, before: slice, after: slice) -> float | 
 
 def _schedule_windows(schedule: Any) -> list[tuple[float, float]]:
     """(begin, finish) step windows of a schedule: an object with ``change_points()``, one
-    (begin, finish) pair, or a sequence of pairs."""
+    (begin, finish) pair, a sequence of pairs, or the pairs flattened (or as JSON text)."""
     if schedule is None:
         return []
     if hasattr(schedule, "change_points"):
         schedule = schedule.change_points()
+    if isinstance(schedule, str):  # a run directory's attribute, saved as JSON text
+        schedule = json.loads(schedule)
     arr = np.asarray(schedule, dtype=np.float64)
-    if arr.ndim == 1 and arr.size == 2:
-        arr = arr.reshape(1, 2)
+    if arr.ndim == 1 and arr.size and arr.size % 2 == 0:  # flat, as netCDF attributes store it
+        arr = arr.reshape(-1, 2)
     if arr.ndim != 2 or arr.shape[1] != 2 or (arr[:, 0] > arr[:, 1]).any():
         raise ValueError(f"schedule change points must be (begin, finish) pairs, got {schedule!r}")
     return [(float(a), float(b)) for a, b in arr]
