@@ -9,6 +9,11 @@ from matplotlib.figure import Figure
 
 #: Where ReLU (γ = ∞) is drawn on the log γ axis, relative to the largest finite γ.
 RELU_OFFSET = 3.0
+#: Line colours of the hysteresis runs that start at the low end (up) and at the pentagon's.
+HYSTERESIS_UP = ("#08519c", "#3182bd", "#6baed6", "#9ecae1")
+HYSTERESIS_DOWN = ("#a50f15", "#de2d26", "#fb6a4a", "#fc9272")
+#: Darkest to lightest shade, in this order.
+SPEEDS = ("slow", "medium", "fast", "held")
 
 
 def _gamma_axis(gamma: np.ndarray) -> np.ndarray:
@@ -50,15 +55,23 @@ def plot_swish(ds: xr.Dataset, *, settings: tuple[str, ...] = ("elhage", "chen")
     return fig
 
 
-def plot_tracking(ds: xr.Dataset, speed: str, instance: int = 0) -> Figure:
+def plot_tracking(
+    ds: xr.Dataset,
+    run: str,
+    symbol: str = "S",
+    instance: int = 0,
+    llc_shown: np.ndarray | None = None,
+) -> Figure:
     """One moving run: eigenvalues of WWᵀ and ‖W‖²_F against step with the scheduled
-    sparsity on a second axis, the detector's transitions shaded (green: schedule-driven,
-    orange: learning-driven), λ̂ ± SE below where estimated, and W's columns at each stage."""
+    parameter (`symbol`) on a second axis, the detector's transitions shaded (green:
+    schedule-driven, orange: learning-driven), λ̂ ± SE below where estimated (only where the
+    (checkpoint, instance) mask `llc_shown` is True, if given), and W's columns at each
+    stage."""
     from tms_slt.plots import plot_columns
     from tms_slt.transitions.dynamical import plateau_segments
 
-    p = f"{speed}_"
-    step = ds[f"{speed}_checkpoint"].values
+    p = f"{run}_"
+    step = ds[f"{run}_checkpoint"].values
     fig = Figure(figsize=(9, 7.5), layout="constrained")
     strip, body = fig.subfigures(2, 1, height_ratios=[1, 3.6])
     kgon = ds[p + "kgon"].isel(instance=instance).values
@@ -70,7 +83,8 @@ def plot_tracking(ds: xr.Dataset, speed: str, instance: int = 0) -> Figure:
         W = ds[p + "W"].isel(instance=instance).values[mid]
         plot_columns(W, ax=ax, title=f"{label} @ {step[mid]}")
     has_llc = p + "llc_mean" in ds
-    axes = body.subplots(2 if has_llc else 1, 1, sharex=True, squeeze=False)[:, 0]
+    has_chi = p + "chi" in ds
+    axes = body.subplots(1 + has_llc + has_chi, 1, sharex=True, squeeze=False)[:, 0]
     top = axes[0]
     eig = ds[p + "gram_eigenvalues"].isel(instance=instance).values
     for j in range(eig.shape[-1]):
@@ -79,15 +93,15 @@ def plot_tracking(ds: xr.Dataset, speed: str, instance: int = 0) -> Figure:
     top.set_ylabel("eigenvalues, ‖W‖²_F")
     twin = top.twinx()
     twin.plot(
-        step, ds[p + "schedule_sparsity"], color="C2", ls="--", lw=1, label="sparsity S (schedule)"
+        step, ds[p + "schedule_value"], color="C2", ls="--", lw=1, label=f"{symbol} (schedule)"
     )
-    twin.set_ylabel("sparsity S", color="C2")
+    twin.set_ylabel(symbol, color="C2")
     for ax in axes:
-        _shade(ax, ds, speed, instance)
+        _shade(ax, ds, run, instance)
     if has_llc:
         llc = ds[p + "llc_mean"].isel(instance=instance).values
         se = ds[p + "llc_se"].isel(instance=instance).values
-        ok = np.isfinite(llc)
+        ok = np.isfinite(llc) if llc_shown is None else llc_shown[:, instance]
         rel = ds[p + "llc_reliable"].isel(instance=instance).values.astype(bool)
         axes[1].fill_between(step[ok], (llc - se)[ok], (llc + se)[ok], color="C3", alpha=0.2)
         axes[1].plot(step[ok], llc[ok], "-", color="C3", lw=1)
@@ -95,17 +109,28 @@ def plot_tracking(ds: xr.Dataset, speed: str, instance: int = 0) -> Figure:
         axes[1].plot(
             step[ok & ~rel], llc[ok & ~rel], "o", mfc="none", color="C3", ms=3, label="λ̂ (flagged)"
         )
-        axes[1].set_ylabel("LLC λ̂ ± SE")
+        axes[1].set_ylabel("λ̂ ± SE")
+        axes[1].set_title("LLC at the minimum of L_n nearest the checkpoint", fontsize=8)
         axes[1].legend(fontsize=7, loc="upper left")
+    if has_llc and has_chi:
+        chi = ds[p + "chi"].isel(instance=instance).values
+        chi_se = ds[p + "chi_se"].isel(instance=instance).values
+        axes[2].fill_between(
+            step[ok], (chi - chi_se)[ok], (chi + chi_se)[ok], color="C4", alpha=0.2
+        )
+        axes[2].plot(step[ok], chi[ok], "o-", color="C4", ms=3, lw=1)
+        axes[2].axhline(0, color="0.6", lw=0.8)
+        axes[2].set_ylabel("χ ± SE")
+        axes[2].set_title(f"susceptibility χ = −nβ Cov(L, ∂L/∂{symbol})", fontsize=8)
     axes[-1].set_xlabel("step")
     top.legend(fontsize=7, loc="upper left")
     twin.legend(fontsize=7, loc="lower right")
-    top.set_title(f"{speed} ramp, instance {instance}", fontsize=10)
+    top.set_title(f"{run.replace('_', ' ')}, instance {instance}", fontsize=10)
     return fig
 
 
-def _shade(ax, ds: xr.Dataset, speed: str, instance: int) -> None:
-    p = f"{speed}_transition_"
+def _shade(ax, ds: xr.Dataset, run: str, instance: int) -> None:
+    p = f"{run}_transition_"
     if p + "location" not in ds:
         return
     for inst, loc, driver in zip(
@@ -116,28 +141,50 @@ def _shade(ax, ds: xr.Dataset, speed: str, instance: int) -> None:
             ax.axvline(float(loc), color=color, alpha=0.5, lw=3)
 
 
-def plot_hysteresis(ds: xr.Dataset, speeds: list[str], warmup: int) -> Figure:
-    """‖W‖²_F against the scheduled sparsity for each speed (up: solid, back: dashed; mean
-    over instances) beside the static answer (median final ‖W‖²_F at each fixed S)."""
-    fig = Figure(figsize=(7, 4.5), layout="constrained")
-    ax = fig.add_subplot()
-    static = ds["static_feature_count"].isel(static_checkpoint=-1).median("seed")
-    ax.plot(ds["sparsity"], static, "ko-", ms=4, lw=2, label="static (held fixed)")
-    for i, speed in enumerate(speeds):
-        step = ds[f"{speed}_checkpoint"].values
-        s = ds[f"{speed}_schedule_sparsity"].values
-        fc = ds[f"{speed}_feature_count"].mean("instance").values
-        ramp = step >= warmup
-        peak = int(np.argmax(np.where(ramp, s, -np.inf)))
-        if speed == "held":
-            hold = ramp & (s == s[ramp].max())
-            ax.plot(s[hold], fc[hold], ":", color=f"C{i}", lw=2, label="held: ‖W‖²_F while held")
-            continue
-        up = ramp & (np.arange(len(step)) <= peak)
-        down = ramp & (np.arange(len(step)) >= peak)
-        ax.plot(s[up], fc[up], "-", color=f"C{i}", label=f"{speed}: up")
-        ax.plot(s[down], fc[down], "--", color=f"C{i}", label=f"{speed}: back")
-    ax.set_xlabel("sparsity S")
-    ax.set_ylabel("‖W‖²_F (features represented, soft count)")
-    ax.legend(fontsize=7)
+def plot_hysteresis(
+    ds: xr.Dataset, settings: list[str], runs: list[str], warmup: int, symbols: dict[str, str]
+) -> Figure:
+    """Per setting, ‖W‖²_F against the scheduled parameter for each run (out: solid, back:
+    dashed; mean over instances; up runs in blue shades, down runs in red shades) beside the
+    static answer (median final ‖W‖²_F with the parameter held)."""
+    fig = Figure(figsize=(6 * len(settings), 4.5), layout="constrained")
+    axes = fig.subplots(1, len(settings), squeeze=False)[0]
+    for ax, setting in zip(axes, settings, strict=True):
+        static = ds[f"{setting}_static_feature_count"].isel(static_checkpoint=-1).median("seed")
+        ax.plot(ds[f"{setting}_value"], static, "ko-", ms=4, lw=2, label="static (held)")
+        mine = [r for r in runs if r.startswith(f"{setting}_")]
+        for run in mine:
+            _, direction, speed = run.split("_")
+            shade = SPEEDS.index(speed) if speed in SPEEDS else 0
+            color = (HYSTERESIS_UP if direction == "up" else HYSTERESIS_DOWN)[shade]
+            step = ds[f"{run}_checkpoint"].values
+            v = ds[f"{run}_schedule_value"].values
+            fc = ds[f"{run}_feature_count"].mean("instance").values
+            ramp = step >= warmup
+            far = np.where(ramp, np.abs(v - v[ramp][0]), -np.inf)
+            turn = int(np.argmax(far))
+            label = f"{direction}, {speed}"
+            if speed == "held":
+                hold = ramp & (v == v[turn])
+                ax.plot(v[hold], fc[hold], ":", color=color, lw=2, label=f"{label} (while held)")
+                continue
+            index = np.arange(len(step))
+            ax.plot(
+                v[ramp & (index <= turn)],
+                fc[ramp & (index <= turn)],
+                "-",
+                color=color,
+                label=f"{label}: out",
+            )
+            ax.plot(
+                v[ramp & (index >= turn)],
+                fc[ramp & (index >= turn)],
+                "--",
+                color=color,
+                label=f"{label}: back",
+            )
+        ax.set_xlabel(symbols[setting])
+        ax.set_ylabel("‖W‖²_F (features represented, soft count)")
+        ax.set_title(setting, fontsize=10)
+        ax.legend(fontsize=6, ncol=2)
     return fig
