@@ -37,6 +37,8 @@ from tms_slt.sampling.problems import Problem
 
 #: At most this many rows of the training set enter the Hessian (a random subset).
 HESSIAN_ROWS = 1024
+#: Points × rows in one graph of the exact Hessian (`_hessian` chunks beyond it).
+HESSIAN_CHUNK = 2**18
 #: Up to this many parameters the Hessian is computed exactly (d backward passes).
 FULL_HESSIAN_MAX_PARAMS = 256
 #: Lanczos steps for larger models.
@@ -45,8 +47,9 @@ LANCZOS_STEPS = 64
 #: lower: away from an exact critical point a symmetry direction (the rotation of a TMS)
 #: has curvature of order ‖∇L‖·‖w‖ ≈ 1e-3 of the largest at a trained checkpoint.
 NULL_FRACTION = 5e-3
-#: Rows per chunk when the gradient is taken over the whole training set.
-GRADIENT_CHUNK = 8192
+#: Points × rows per chunk when the gradient is taken over the whole training set (the
+#: forward pass of 4000 anchors on 8192 rows at once took gigabytes).
+GRADIENT_CHUNK = 2**16
 
 
 @dataclass(frozen=True)
@@ -136,8 +139,11 @@ def full_gradient(problem: Problem, params: tuple[Tensor, ...], dtype: Any) -> T
         _, grads = problem.loss_and_grad(params, None)
         return _flatten(grads, problem.event_ndims)
     n, total = problem.n, None
-    for start in range(0, n, GRADIENT_CHUNK):
-        rows = torch.arange(start, min(start + GRADIENT_CHUNK, n))
+    # Rows per chunk: fewer with more points, so that points × rows stays near GRADIENT_CHUNK.
+    points = math.prod(params[0].shape[: params[0].ndim - problem.event_ndims[0]])
+    chunk = max(1, GRADIENT_CHUNK // points)
+    for start in range(0, n, chunk):
+        rows = torch.arange(start, min(start + chunk, n))
         _, grads = problem.loss_and_grad(params, _cast_batch(problem.data_batch(rows), dtype))
         g = (len(rows) / n) * _flatten(grads, problem.event_ndims)
         total = g if total is None else total + g
@@ -145,7 +151,33 @@ def full_gradient(problem: Problem, params: tuple[Tensor, ...], dtype: Any) -> T
 
 
 def _hessian(problem: Problem, params: tuple[Tensor, ...], batch: Any) -> Tensor:
-    """(..., d, d) the exact Hessian of the batch loss at every anchor: one graph, d rows."""
+    """(..., d, d) the exact Hessian of the batch loss at every point, in chunks along the
+    first leading dim of at most HESSIAN_CHUNK points × rows: the double-backward graph
+    holds every point's forward pass over the batch, gigabytes for thousands of anchors."""
+    lead = params[0].ndim - problem.event_ndims[0]  # leading dims, the chain dim included
+    if lead < 2 or not isinstance(batch, Tensor | None):
+        return _hessian_graph(problem, params, batch)
+    rows = 1 if batch is None else batch.shape[-2]
+    per_index = math.prod(params[0].shape[1:lead]) * rows
+    step = max(1, HESSIAN_CHUNK // per_index)
+    size = params[0].shape[0]
+    if step >= size:
+        return _hessian_graph(problem, params, batch)
+    # A batch with as many leading dims as the params (one dataset per index) is sliced too.
+    sliced = batch is not None and batch.ndim == params[0].ndim and batch.shape[0] == size
+    parts = [
+        _hessian_graph(
+            problem,
+            tuple(p[i : i + step] for p in params),
+            batch[i : i + step] if sliced else batch,
+        )
+        for i in range(0, size, step)
+    ]
+    return torch.cat(parts)
+
+
+def _hessian_graph(problem: Problem, params: tuple[Tensor, ...], batch: Any) -> Tensor:
+    """(..., d, d) the exact Hessian of the batch loss at every point: one graph, d rows."""
     leaves = tuple(p.detach().requires_grad_(True) for p in params)
     with torch.enable_grad():
         loss = problem.loss_fn(leaves, batch)

@@ -92,6 +92,25 @@ def add_chain_dim(t: Tensor, event_ndims: int, num_chains: int) -> Tensor:
     return t.expand(shape).contiguous()
 
 
+#: Elements (anchors × rows × features) of one chunk of a full-data loss evaluation.
+FULL_LOSS_CHUNK = 2**24
+
+
+def _full_loss(W: Tensor, b: Tensor, data: Tensor, importance, activation) -> Tensor:
+    """L_n at every anchor (...), over the training set in row chunks: evaluated at once, the
+    forward pass of thousands of anchors on a shared set of 10⁴ rows takes gigabytes."""
+    N = data.shape[-2]
+    anchors = math.prod(W.shape[:-2])
+    rows = max(1, FULL_LOSS_CHUNK // max(1, anchors * W.shape[-1]))
+    total = None
+    with torch.no_grad():
+        for start in range(0, N, rows):
+            part = data[..., start : start + rows, :]
+            chunk = reconstruction_loss(W, b, part, importance, activation) * part.shape[-2]
+            total = chunk if total is None else total + chunk
+    return total / N
+
+
 def tms_problem(
     W: Tensor,
     b: Tensor,
@@ -130,8 +149,7 @@ def tms_problem(
         )
     if batch_size > N:
         raise ValueError(f"batch_size={batch_size} is larger than the dataset (n={N})")
-    with torch.no_grad():
-        init_loss = reconstruction_loss(W, b, data, importance, activation)
+    init_loss = _full_loss(W, b, data, importance, activation)
     ones = torch.ones(n_features, dtype=W.dtype, device=W.device)
     anchor_importance = (ones if importance is None else importance).expand(*lead, n_features)
     if importance is not None and importance.ndim > 1:
