@@ -327,6 +327,7 @@ class ExperimentConfig:
             raise ConfigError("llc.nbeta must be given when data.n_train is 1 (n/log n undefined)")
 
     def _check_schedule(self) -> None:
+        object.__setattr__(self, "schedule", tuple(self.schedule))  # a list from Python, too
         if not self.schedule:
             return
         if self.data.n_train:
