@@ -16,6 +16,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
@@ -39,6 +40,15 @@ MAX_SPECIALIZED_WEIGHTS = 64
 
 class NativeUnavailableError(RuntimeError):
     """A fused kernel cannot be built or loaded here (no C compiler, say)."""
+
+
+def loads(load: Callable[[], ctypes.CDLL]) -> bool:
+    """Whether `load` (a kernel's build-and-load) succeeds on this machine."""
+    try:
+        load()
+    except NativeUnavailableError:
+        return False
+    return True
 
 
 def cache_dir() -> Path:

@@ -28,6 +28,7 @@ from tms_slt.data import SparseSample, TMSDistribution, as_dense
 from tms_slt.native_build import (
     NativeUnavailableError,
     build_library,
+    loads,
     shape_defines,
 )
 
@@ -92,11 +93,7 @@ def load_library(m: int | None = None, n: int | None = None) -> ctypes.CDLL:
 
 def available() -> bool:
     """Whether the training kernel can be built and loaded on this machine."""
-    try:
-        load_library()
-    except NativeUnavailableError:
-        return False
-    return True
+    return loads(load_library)
 
 
 def unsupported(device: torch.device, activation: str) -> str | None:

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from tms_slt.native_build import (
     NativeUnavailableError,
     build_library,
+    loads,
     shape_defines,
 )
 from tms_slt.sampling.problems import TMSInputs
@@ -77,11 +78,7 @@ def load_library(m: int | None = None, n: int | None = None) -> ctypes.CDLL:
 
 def available() -> bool:
     """Whether the fused kernel can be built and loaded on this machine."""
-    try:
-        load_library()
-    except NativeUnavailableError:
-        return False
-    return True
+    return loads(load_library)
 
 
 def unsupported(tms: TMSInputs | None, kernel: SGLD) -> str | None:
