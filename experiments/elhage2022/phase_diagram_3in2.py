@@ -38,7 +38,7 @@ QUICK = {"train.num_steps": 300, "train.batch_size": 256}
 
 def phase_3in2(W: torch.Tensor) -> np.ndarray:
     """(...,) what feature 3 does in W (..., 2, 3); see the module docstring."""
-    rep = geometry.column_norms(W) > 0.5
+    rep = geometry.represented(W)
     k = rep.sum(-1)
     out = np.where(k.numpy() <= 2, "dedicated", "superposition").astype(object)
     out[~rep[..., 2].numpy()] = "not represented"

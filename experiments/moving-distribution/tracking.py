@@ -41,7 +41,7 @@ from tms_slt.data import TMSDistribution
 from tms_slt.io import save_run
 from tms_slt.models import get_activation, reconstruction_loss
 from tms_slt.paper import experiment_config, experiment_main
-from tms_slt.paper.moving import SAME_CONFIGURATION
+from tms_slt.paper.moving import keeps_configuration
 from tms_slt.sampling.llc import estimate_llc
 from tms_slt.sampling.susceptibility import coupled_sparsity_samples, posterior_response
 from tms_slt.schedules import DistributionSchedule, Ramp
@@ -136,7 +136,7 @@ def static(config, name: str, setting: Setting, num: int, generator) -> xr.Datas
     traj = train(
         cfg, distribution=setting.distribution(values), generator=generator, progress=False
     )
-    k = (geometry.column_norms(traj.W) > 0.5).sum(-1).numpy()  # (checkpoint, value·seed)
+    k = geometry.represented(traj.W).sum(-1).numpy()  # (checkpoint, value·seed)
     fc = geometry.feature_count(traj.W).double().numpy()
     shape = (len(traj.steps), len(grid), seeds)
     dims = ("static_checkpoint", f"{name}_value", "seed")
@@ -186,7 +186,7 @@ def moving(
     tracked["schedule_value"] = ("checkpoint", [float(ramp.value_at(int(t))) for t in steps])
     tracked["k"] = (
         ("checkpoint", "instance"),
-        (geometry.column_norms(traj.W) > 0.5).sum(-1).numpy(),
+        geometry.represented(traj.W).sum(-1).numpy(),
     )
     if with_llc:
         tracked = tracked.merge(llc_along(traj, schedule, generator, quick=quick))
@@ -253,15 +253,15 @@ def llc_along(traj, schedule: DistributionSchedule, generator, *, quick: bool) -
         "llc_se": diagnostics["standard_error"].values,
         "llc_reliable": diagnostics["reliable"].values,
         "llc_reasons": diagnostics["reasons"].values.astype(str),
-        "anchor_k": (geometry.column_norms(W) > 0.5).sum(-1).numpy(),
+        "anchor_k": geometry.represented(W).sum(-1).numpy(),
         "anchor_gram_change": gram.abs().amax((-1, -2)).double().numpy(),
         "anchor_loss_drop": (_loss(sub.W, sub.b, data, importance) - _loss(W, b, data, importance))
         .double()
         .numpy(),
     }
     if with_chi:
-        k = (geometry.column_norms(sub.W) > 0.5).sum(-1).numpy()
-        near = (values["anchor_k"] == k) & (values["anchor_gram_change"] < SAME_CONFIGURATION)
+        k = geometry.represented(sub.W).sum(-1).numpy()
+        near = keeps_configuration(k, values["anchor_k"], values["anchor_gram_change"])
         values.update(_susceptibility(llc, (W, b), coupled, around, importance, near))
     out = {}
     for name, v in values.items():

@@ -252,11 +252,15 @@ def near_minimum(ds: xr.Dataset, run: str) -> np.ndarray:
     """(checkpoint, instance) True where λ̂ was estimated and the nearest minimum of L_n has
     the checkpoint's configuration: the same k and WᵀW within SAME_CONFIGURATION."""
     p = f"{run}_"
-    return (
-        np.isfinite(ds[p + "llc_mean"].values)
-        & (ds[p + "anchor_k"].values == ds[p + "k"].values)
-        & (ds[p + "anchor_gram_change"].values < SAME_CONFIGURATION)
+    return np.isfinite(ds[p + "llc_mean"].values) & keeps_configuration(
+        ds[p + "k"].values, ds[p + "anchor_k"].values, ds[p + "anchor_gram_change"].values
     )
+
+
+def keeps_configuration(k, anchor_k, gram_change) -> np.ndarray:
+    """Where refining a checkpoint (k represented features) to the nearest minimum of L_n
+    (anchor_k, and WᵀW moved by gram_change) kept its configuration."""
+    return (np.asarray(anchor_k) == np.asarray(k)) & (np.asarray(gram_change) < SAME_CONFIGURATION)
 
 
 def _llc_numbers(ds: xr.Dataset, run: str) -> dict:
