@@ -167,6 +167,7 @@ def feature_dimensionality(ds: xr.Dataset, out: Path) -> Built:
     window = dpf > min(STICKY_VALUES) - STICKY_TOLERANCE
     in_window = represented & window[:, None]
     beyond = represented & ~window[:, None]
+    past = [D[i][represented[i]] for i in np.flatnonzero(beyond.any(-1))]  # D_i of each model
     numbers = {
         "sticky_fraction": fraction,
         "represented_features": int(represented.sum()),
@@ -177,14 +178,8 @@ def feature_dimensionality(ds: xr.Dataset, out: Path) -> Built:
         if represented.any()
         else float("nan"),
         "beyond_fraction": float(sticky[beyond].sum() / max(beyond.sum(), 1)),
-        "beyond_medians": [
-            float(np.median(D[i][represented[i]])) for i in np.flatnonzero(beyond.any(-1))
-        ],
-        "beyond_spread": float(
-            np.median([np.ptp(D[i][represented[i]]) for i in np.flatnonzero(beyond.any(-1))])
-        )
-        if beyond.any()
-        else float("nan"),
+        "beyond_medians": [float(np.median(d)) for d in past],
+        "beyond_spread": float(np.median([np.ptp(d) for d in past])) if past else float("nan"),
         "plateau_1": [float(v) for v in plateau_1],
         "plateau_half": [float(v) for v in plateau_half],
     }
