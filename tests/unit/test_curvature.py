@@ -1,7 +1,10 @@
-"""The curvature probe's chunking (`tms_slt.sampling.curvature`): thousands of anchors are
-evaluated in pieces, and the pieces must add up to the whole."""
+"""The curvature probe (`tms_slt.sampling.curvature`): thousands of anchors and every row
+are evaluated in pieces, and the pieces must add up to the whole; the closed-form TMS
+Hessian equals double backward; the probes compare like with like."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 
@@ -35,10 +38,82 @@ def test_chunked_hessian_and_gradient_equal_the_whole(monkeypatch):
         problem = _problem(7, per_anchor_data)
         params = problem.params  # (anchor, chain, ...): 21 points
         batch = problem.data_batch(None)
-        whole_H = curvature._hessian_graph(problem, params, batch)
+        autograd = dataclasses.replace(problem, hessian_fn=None)
+        whole_H = curvature._hessian_graph(autograd, params, batch)
         whole_g = curvature.full_gradient(problem, params, None)
         monkeypatch.setattr(curvature, "HESSIAN_CHUNK", 2 * 3 * 300)  # 2 anchors per piece
+        monkeypatch.setattr(curvature, "HESSIAN_ROW_CHUNK", 70)  # 5 row pieces
         monkeypatch.setattr(curvature, "GRADIENT_CHUNK", 3 * 7 * 40)  # 40 rows per piece
-        assert torch.allclose(curvature._hessian(problem, params, batch), whole_H, atol=1e-12)
+        assert torch.allclose(curvature._hessian(autograd, params, None), whole_H, atol=1e-12)
+        # the closed form runs in the data's precision (float64 here) and equals autograd
+        assert torch.allclose(curvature._hessian(problem, params, None), whole_H, atol=1e-10)
         assert torch.allclose(curvature.full_gradient(problem, params, None), whole_g, atol=1e-12)
         monkeypatch.undo()
+
+
+def test_curvature_ratio_is_one_on_a_quadratic_loss_whatever_the_rows():
+    """Linear regression is exactly quadratic: the Hessian is the same at every point, so the
+    chains' curvature over the anchor's on the same rows is 1 to rounding, even on a random
+    subset of rows whose Hessian differs from the full data's (the old ratio compared a
+    subset at the chains with another subset at w*, and read 1.055 here)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4000, 6, generator=g)
+    y = x @ torch.randn(6, 2, generator=g) + 0.5 * torch.randn(4000, 2, generator=g)
+    model = torch.nn.Linear(6, 2, bias=False)
+    problem = problems.module_problem(
+        model,
+        lambda f, batch: ((f(batch[0]) - batch[1]) ** 2).sum(-1).mean(),
+        (x, y),
+        num_chains=3,
+        batch_size=100,
+    )
+    curv = curvature.probe(problem, g)
+    rows = curvature.probe_rows(problem, g)
+    assert rows is not None and len(rows) == curvature.HESSIAN_ROWS
+    moved = tuple(p + torch.randn(p.shape, generator=g) for p in problem.params)
+    anchor = tuple(p[:1] for p in problem.params)
+    reference = curvature.hessian_at(problem, anchor, rows).squeeze(-3)
+    ratio = curvature.curvature_ratio(curv, curvature.hessian_at(problem, moved, rows), reference)
+    full = curvature.hessian_at(problem, anchor, None).squeeze(-3)
+    assert not torch.allclose(reference, full, rtol=1e-2)  # the subset's Hessian differs ...
+    assert abs(float(ratio) - 1) < 1e-6  # ... and the like-for-like ratio does not see it
+
+
+def test_a_minimum_with_flat_directions_is_no_saddle():
+    """A reduced-rank regression fitted to a minimum of L_n has a continuum of flat directions
+    (B A = B G G⁻¹ A). On all rows their eigenvalues are ~0; on a 1024-row subset they were
+    off by ±2% of h_max, and the minimum was called a saddle."""
+    g = torch.Generator().manual_seed(1)
+    n, M, H, N = 8000, 5, 2, 4
+    x = torch.randn(n, M, generator=g, dtype=torch.float64)
+    teacher = torch.randn(N, 2, generator=g, dtype=torch.float64) @ torch.randn(
+        2, M, generator=g, dtype=torch.float64
+    )
+    y = x @ teacher.T + 0.7 * torch.randn(n, N, generator=g, dtype=torch.float64)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(M, H, bias=False), torch.nn.Linear(H, N, bias=False)
+    ).double()
+
+    def loss(f, batch):
+        return ((f(batch[0]) - batch[1]) ** 2).sum(-1).mean()
+
+    opt = torch.optim.LBFGS(
+        model.parameters(),
+        max_iter=2000,
+        tolerance_grad=1e-13,
+        tolerance_change=1e-16,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure():
+        opt.zero_grad()
+        value = loss(model, (x, y))
+        value.backward()
+        return value
+
+    opt.step(closure)
+    problem = problems.module_problem(model, loss, (x, y), num_chains=2, batch_size=100)
+    curv = curvature.probe(problem, g)
+    assert float(curv.h_min) > -1e-6 * float(curv.h_max)
+    assert not bool(curvature.is_saddle(curv))
+    assert int(curv.num_curved) == M * H + H * N - H * H  # the flat set: GL(H) acting on (A, B)

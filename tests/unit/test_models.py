@@ -11,6 +11,7 @@ from tms_slt.models import (
     get_activation,
     init_params,
     loss_and_grad,
+    loss_hessian,
     reconstruction_loss,
 )
 
@@ -69,6 +70,30 @@ def test_analytic_gradient_matches_autograd(name):
     torch.testing.assert_close(l2, loss.detach())
     torch.testing.assert_close(dW, gW)
     torch.testing.assert_close(db, gb)
+
+
+@pytest.mark.parametrize("name", activation_names())
+def test_closed_form_hessian_matches_autograd(name):
+    """`loss_hessian` against torch's Hessian of `reconstruction_loss`, per model, with the
+    data shared across the leading dim (broadcast, as the LLC probes pass it), with and
+    without the bias block, for every activation (their second derivatives included)."""
+    g = torch.Generator().manual_seed(2)
+    act = get_activation(name, sharpness=3.0)
+    W = torch.randn(3, 2, 5, generator=g, dtype=torch.float64)
+    b = 0.3 * torch.randn(3, 5, generator=g, dtype=torch.float64)
+    x = torch.rand(40, 5, generator=g, dtype=torch.float64)
+    imp = torch.rand(5, generator=g, dtype=torch.float64)
+    H = loss_hessian(W, b, x, imp, act)
+    H_W = loss_hessian(W, b, x, imp, act, with_bias=False)
+    assert H.shape == (3, 15, 15) and H_W.shape == (3, 10, 10)
+    for i in range(3):
+
+        def loss(w, i=i):
+            return reconstruction_loss(w[:10].reshape(2, 5), w[10:], x, imp, act)
+
+        exact = torch.autograd.functional.hessian(loss, torch.cat([W[i].ravel(), b[i]]))
+        torch.testing.assert_close(H[i], exact, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(H_W[i], exact[:10, :10], rtol=1e-10, atol=1e-12)
 
 
 def test_unknown_activation():

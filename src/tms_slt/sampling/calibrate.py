@@ -16,6 +16,7 @@ point is also judged by the curvature's predicted biases (`sampling.settings`).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Callable, Sequence
@@ -98,6 +99,9 @@ def _bias_record(
     if problem.loss_fn is None:
         return {}
     curv = curvature.probe(problem, generator)
+    curv = dataclasses.replace(
+        curv, gradient_noise=curvature.gradient_noise(problem, curv, generator)
+    )
     lead = curv.h_max.ndim
     eps, nb, gam = (
         torch.tensor([s[i] for s in settings], dtype=torch.float64).reshape(-1, *[1] * lead)

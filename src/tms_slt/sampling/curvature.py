@@ -26,6 +26,7 @@ direction at the posterior's scale is measured by probing again at the end of a 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -35,10 +36,16 @@ from torch import Tensor
 
 from tms_slt.sampling.problems import Problem
 
-#: At most this many rows of the training set enter the Hessian (a random subset).
+#: The Hessian at the anchors is taken on every row of the training set: on a random subset
+#: the null directions of a minimum get eigenvalues of ±1/√rows of the typical curvature,
+#: and a minimum reads as a saddle. Probes away from the anchors (the pilots' and the
+#: chains' positions) use one random subset of this many rows, drawn once per estimate, and
+#: compare with the anchor's Hessian on those same rows.
 HESSIAN_ROWS = 1024
 #: Points × rows in one graph of the exact Hessian (`_hessian` chunks beyond it).
 HESSIAN_CHUNK = 2**18
+#: Rows per chunk when the Hessian is summed over the training set.
+HESSIAN_ROW_CHUNK = 4096
 #: Up to this many parameters the Hessian is computed exactly (d backward passes).
 FULL_HESSIAN_MAX_PARAMS = 256
 #: Lanczos steps for larger models.
@@ -62,6 +69,9 @@ class Curvature:
         Newton step would still remove, i.e. how far w* is from the minimum of its basin.
     pilot_h_max: (...) the largest eigenvalue seen at a pilot's chain positions, or None.
     eigenvectors: (..., d, d) the exact Hessian's eigenvectors (columns), or None (Lanczos).
+    rows: the row subset every probe away from the anchor uses (`probe_rows`; None: all).
+    gradient_noise: (...) s̄, the minibatch gradient's variance at w* along the curved
+        directions, averaged over them (`gradient_noise`), or None where not measured.
     """
 
     eigenvalues: Tensor
@@ -69,6 +79,8 @@ class Curvature:
     newton_drop: Tensor
     pilot_h_max: Tensor | None = None
     eigenvectors: Tensor | None = None
+    rows: Tensor | None = None
+    gradient_noise: Tensor | None = None
 
     @property
     def h_max(self) -> Tensor:
@@ -150,7 +162,28 @@ def full_gradient(problem: Problem, params: tuple[Tensor, ...], dtype: Any) -> T
     return total
 
 
-def _hessian(problem: Problem, params: tuple[Tensor, ...], batch: Any) -> Tensor:
+def _hessian(problem: Problem, params: tuple[Tensor, ...], rows: Tensor | None) -> Tensor:
+    """(..., d, d) the exact Hessian of the loss on `rows` of the training set (all of them
+    when None; a potential has none) at every point, summed over row chunks in float64."""
+    if problem.data_batch is None:
+        return _hessian_points(problem, params, None).double()
+    index = torch.arange(problem.n) if rows is None else rows
+    points = math.prod(params[0].shape[: params[0].ndim - problem.event_ndims[0]])
+    chunk = (
+        HESSIAN_ROW_CHUNK if problem.hessian_fn is None else max(256, 4 * HESSIAN_CHUNK // points)
+    )
+    total = None
+    for start in range(0, len(index), chunk):
+        part = index[start : start + chunk]
+        batch = problem.data_batch(part)
+        if problem.hessian_fn is None:
+            batch = _cast_batch(batch, _probe_dtype(problem))
+        H = _hessian_points(problem, params, batch).double() * (len(part) / len(index))
+        total = H if total is None else total + H
+    return total
+
+
+def _hessian_points(problem: Problem, params: tuple[Tensor, ...], batch: Any) -> Tensor:
     """(..., d, d) the exact Hessian of the batch loss at every point, in chunks along the
     first leading dim of at most HESSIAN_CHUNK points × rows: the double-backward graph
     holds every point's forward pass over the batch, gigabytes for thousands of anchors."""
@@ -177,7 +210,10 @@ def _hessian(problem: Problem, params: tuple[Tensor, ...], batch: Any) -> Tensor
 
 
 def _hessian_graph(problem: Problem, params: tuple[Tensor, ...], batch: Any) -> Tensor:
-    """(..., d, d) the exact Hessian of the batch loss at every point: one graph, d rows."""
+    """(..., d, d) the exact Hessian of the batch loss at every point: the problem's closed
+    form where it has one (TMS), else one double-backward graph, d rows."""
+    if problem.hessian_fn is not None:
+        return problem.hessian_fn(tuple(p.detach() for p in params), batch)
     leaves = tuple(p.detach().requires_grad_(True) for p in params)
     with torch.enable_grad():
         loss = problem.loss_fn(leaves, batch)
@@ -248,22 +284,25 @@ def probe(
     params: tuple[Tensor, ...] | None = None,
     *,
     gradient: bool = True,
+    rows: Tensor | None = None,
 ) -> Curvature:
-    """The Hessian spectrum of L_n (on ≤ HESSIAN_ROWS random rows) and the full-data
-    gradient at every anchor (leading shape (...)), or at `params` (each (..., chain,
-    *event), e.g. the chains' positions; leading shape (..., chain)). Without `gradient`
-    the full-data gradient is skipped (grad_norm and newton_drop are then 0)."""
+    """The Hessian spectrum of L_n and the full-data gradient at every anchor (leading
+    shape (...)), or at `params` (each (..., chain, *event), e.g. the chains' positions;
+    leading shape (..., chain)). The Hessian is taken on every row, or on `rows` only
+    (`probe_rows`). Without `gradient` the full-data gradient is skipped (grad_norm and
+    newton_drop are then 0)."""
     if problem.loss_fn is None:
         raise ValueError("this problem has no differentiable loss to probe")
     dtype = _probe_dtype(problem)
     at = _anchor(problem, dtype) if params is None else _cast_params(params, dtype)
-    batch = _hessian_batch(problem, dtype, generator)
     d = sum(math.prod(p.shape[p.ndim - k :]) for p, k in zip(at, problem.event_ndims, strict=True))
     if d <= FULL_HESSIAN_MAX_PARAMS:
-        H = _hessian(problem, at, batch)
+        H = _hessian(problem, at, rows)
         eigenvalues, vectors = torch.linalg.eigh(H)
     else:
-        eigenvalues, vectors = _lanczos(problem, at, batch, generator), None
+        batch = None if problem.data_batch is None else problem.data_batch(rows)
+        eigenvalues = _lanczos(problem, at, _cast_batch(batch, dtype), generator)
+        vectors = None
     if gradient:
         g = full_gradient(problem, at, dtype)
     else:  # only the spectrum is wanted (a pilot's chain positions)
@@ -298,27 +337,30 @@ def _newton_drop(spectrum: Curvature, g: Tensor) -> Tensor:
     return 0.5 * torch.where(curved, coeff**2 / safe, torch.zeros_like(coeff)).sum(-1)
 
 
-def hessian_at(problem: Problem, params: tuple[Tensor, ...], generator: torch.Generator) -> Tensor:
-    """(..., chain, d, d) the Hessian of L_n (≤ HESSIAN_ROWS random rows) at `params`."""
-    dtype = _probe_dtype(problem)
-    batch = _hessian_batch(problem, dtype, generator)
-    return _hessian(problem, _cast_params(params, dtype), batch).double().cpu()
+def hessian_at(problem: Problem, params: tuple[Tensor, ...], rows: Tensor | None) -> Tensor:
+    """(..., d, d) the Hessian of L_n on `rows` (all when None) at `params`."""
+    return _hessian(problem, _cast_params(params, _probe_dtype(problem)), rows).cpu()
 
 
 def _cast_params(params: tuple[Tensor, ...], dtype: torch.dtype | None) -> tuple[Tensor, ...]:
     return tuple(p.detach() if dtype is None else p.detach().to(dtype) for p in params)
 
 
-def _hessian_batch(problem: Problem, dtype: torch.dtype | None, generator: torch.Generator) -> Any:
-    """The rows the Hessian is taken on: all, or HESSIAN_ROWS drawn from `generator`
-    (None for a potential: no data)."""
-    if problem.data_batch is None:
+def side_stream(generator: torch.Generator) -> torch.Generator:
+    """A generator seeded from `generator`'s current state, which it leaves as it was: the
+    probes draw from it, so that with given settings the chains see the same minibatches and
+    noise as without the probes (same generator ⇒ same trajectory)."""
+    state = generator.get_state().numpy().tobytes()
+    seed = int.from_bytes(hashlib.blake2b(state, digest_size=8).digest(), "little") >> 1
+    return torch.Generator(device=generator.device).manual_seed(seed)
+
+
+def probe_rows(problem: Problem, generator: torch.Generator) -> Tensor | None:
+    """HESSIAN_ROWS rows drawn from `generator` for the probes away from the anchor (None:
+    all rows, when there are no more, or no data)."""
+    if problem.data_batch is None or problem.n <= HESSIAN_ROWS:
         return None
-    rows = None
-    if problem.n > HESSIAN_ROWS:
-        rows = torch.randperm(problem.n, generator=generator, device=generator.device)
-        rows = rows[:HESSIAN_ROWS]
-    return _cast_batch(problem.data_batch(rows), dtype)
+    return torch.randperm(problem.n, generator=generator, device=generator.device)[:HESSIAN_ROWS]
 
 
 #: The chains' curvature may differ from w*'s by at most this factor (on average over the
@@ -335,18 +377,23 @@ MAX_CURVATURE_RATIO = 1.15
 MIN_SOFT_STIFFNESS = 20.0
 
 
-def curvature_ratio(anchor: Curvature, hessians: Tensor) -> Tensor:
-    """(...) the median over chains of mean_i v_iᵀ H(w_chain) v_i / h_i over the curved
-    eigenpairs (h_i, v_i) of the Hessian at w*: 1 where the loss is quadratic over the
-    posterior's extent; far from 1 where the chains sample a region whose curvature differs
-    (finite-nβ, anharmonic: λ̂ is not yet the asymptotic λ). NaN without eigenvectors."""
+def curvature_ratio(anchor: Curvature, hessians: Tensor, reference: Tensor) -> Tensor:
+    """(...) the median over chains of mean_i v_iᵀ H(w_chain) v_i / v_iᵀ H(w*) v_i over the
+    curved eigenvectors v_i of the Hessian at w*, both Hessians (`hessians` (..., chain, d, d),
+    `reference` (..., d, d)) taken on the same rows: exactly 1 where the loss is quadratic
+    over the posterior's extent, whatever the rows; far from 1 where the chains sample a
+    region whose curvature differs (finite-nβ, anharmonic: λ̂ is not yet the asymptotic
+    λ). NaN without eigenvectors."""
     if anchor.eigenvectors is None:
         return torch.full(anchor.h_max.shape, math.nan, dtype=torch.float64)
-    V = anchor.eigenvectors.unsqueeze(-3)  # (..., 1, d, d)
-    projected = torch.einsum("...di,...de,...ei->...i", V, hessians, V)  # (..., chain, d)
+    V = anchor.eigenvectors
+    at_chains = torch.einsum("...di,...cde,...ei->...ci", V, hessians, V)  # (..., chain, d)
+    at_anchor = torch.einsum("...di,...de,...ei->...i", V, reference, V).unsqueeze(-2)
     curved = (anchor.eigenvalues > anchor.null_threshold[..., None]).unsqueeze(-2)
-    h = anchor.eigenvalues.unsqueeze(-2).clamp(min=1e-300)
-    ratio = torch.where(curved, projected / h, torch.zeros_like(projected))
+    curved = curved & (at_anchor > 0)
+    ratio = torch.where(
+        curved, at_chains / at_anchor.clamp(min=1e-300), torch.zeros_like(at_chains)
+    )
     per_chain = ratio.sum(-1) / curved.sum(-1).clamp(min=1)
     return per_chain.median(-1).values
 
@@ -384,3 +431,46 @@ def is_saddle(curvature: Curvature) -> Tensor:
 def near_minimum(curvature: Curvature, nbeta: Any) -> Tensor:
     """(...) w* passes both the Newton-shift and the saddle check."""
     return (newton_shift(curvature, nbeta) <= MAX_NEWTON_SHIFT) & ~is_saddle(curvature)
+
+
+#: Pairs of minibatch gradients drawn per chain to measure their variance
+#: (`gradient_noise`): with 4 chains the relative error of the variance is about
+#: √(2/(4·32)), 12.5%.
+NOISE_PAIRS = 32
+
+
+def gradient_noise(
+    problem: Problem,
+    curv: Curvature,
+    generator: torch.Generator,
+    params: tuple[Tensor, ...] | None = None,
+    pairs: int = NOISE_PAIRS,
+) -> Tensor:
+    """(...) s̄ = mean over the curved directions v_i of Var(v_iᵀ ∇L_m(w)), the variance of
+    the sampler's own minibatch gradient (its batch size, its row sampling), averaged over
+    the positions w in `params` (each (..., chain, *event), one position per chain; default
+    the anchor).
+
+    SGLD with a noisy gradient adds (ε nβ/2)² Var(v_iᵀ∇L_m) to the injected variance ε in
+    direction i per step, so the chain's variance there, and the direction's share of λ̂, is
+    inflated by the factor 1 + ε nβ² Var(v_iᵀ∇L_m)/4 (Welling & Teh 2011, §4; Lau et al.
+    2023 name the bias). The variance is measured where the chains are, not only at w*: it
+    grows away from w* (in linear regression by ∝ ‖w − w*‖²/m, which at d = 200 outweighs
+    the noise at w* ninefold). Two independent minibatches at the same position differ by
+    twice the variance: Var = ½ E[(v_iᵀ(∇L_m − ∇L_m'))²], `pairs` pairs per chain, drawn
+    from `generator`. Without eigenvectors (Lanczos) the variance is averaged over all d.
+    """
+    at = problem.params if params is None else params
+    diffs = []
+    for _ in range(pairs):
+        _, one = problem.loss_and_grad(at, problem.sample_batch(generator))
+        _, two = problem.loss_and_grad(at, problem.sample_batch(generator))
+        diff = tuple((a - b).detach() for a, b in zip(one, two, strict=True))
+        diffs.append(_flatten(diff, problem.event_ndims).double().cpu())
+    g = torch.cat(diffs, dim=-2)  # (..., pairs·chain, d)
+    if curv.eigenvectors is None:
+        return 0.5 * (g**2).mean(-2).mean(-1)
+    var = 0.5 * ((g @ curv.eigenvectors) ** 2).mean(-2)  # (..., d)
+    curved = curv.eigenvalues > curv.null_threshold[..., None]
+    mean = torch.where(curved, var, torch.zeros_like(var)).sum(-1) / curved.sum(-1).clamp(min=1)
+    return torch.where(curved.any(-1), mean, var.mean(-1))

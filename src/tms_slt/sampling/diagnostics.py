@@ -44,6 +44,10 @@ MAX_RELATIVE_ERROR = 0.05
 #: the automatic ε (C_STEP = 0.1) predicts ≤ 2.6%.
 MAX_PREDICTED_BIAS = 0.05
 MAX_PREDICTED_DISCRETIZATION = 0.03
+#: The minibatch noise's predicted bias of λ̂ beyond which (either sign) the estimate is
+#: unreliable: what the noise correction did not take out (`settings.noise_record`, with s̄
+#: measured again where the chains went, from 256 gradient differences: ±9%).
+MAX_PREDICTED_NOISE = 0.03
 
 #: The trace is "flat" when the means of the two halves of the post-burn-in draws
 #: differ by at most this many standard errors of that difference.
@@ -227,6 +231,7 @@ def _calibration_checks(result: LLCResult, lead: list[str]) -> dict[str, xr.Data
             "predicted_bias_burnin"
         )
         < -tol,
+        **_noise_check(cal, da),
         "w* is not a local minimum of L_n (a Newton step lowers nβ·L_n by more than "
         f"{MAX_NEWTON_SHIFT:.0%} of λ)": da("newton_shift") > MAX_NEWTON_SHIFT,
         "w* is a saddle of L_n (negative Hessian eigenvalue)": da("saddle").astype(bool),
@@ -234,6 +239,25 @@ def _calibration_checks(result: LLCResult, lead: list[str]) -> dict[str, xr.Data
             cal, da, xr.DataArray(result.nbeta_per_index.numpy(), dims=lead, coords=result.coords)
         ),
     }
+
+
+def _noise_check(cal: dict, da: Any) -> dict[str, xr.DataArray]:
+    """The minibatch gradient noise's predicted bias, with the batch size that would fix it
+    (a per-anchor message: the failing ones carry their own numbers)."""
+    if "predicted_bias_noise" not in cal:
+        return {}
+    noise = da("predicted_bias_noise")
+    failed = np.abs(noise) > MAX_PREDICTED_NOISE
+    needed = da("batch_size_needed") if "batch_size_needed" in cal else None
+    text = np.full(noise.shape, "", dtype=object)
+    for index in np.argwhere(np.atleast_1d(failed.values)):
+        index = tuple(index)[: noise.ndim]
+        fix = "" if needed is None else f": batch_size ≥ {int(needed.values[index])} fixes it"
+        text[index] = (
+            f"minibatch gradient noise (predicted bias {float(noise.values[index]):+.0%}, beyond "
+            f"±{MAX_PREDICTED_NOISE:.0%}){fix}"
+        )
+    return {"minibatch noise": xr.DataArray(text.astype(str), dims=noise.dims, coords=noise.coords)}
 
 
 def _anharmonic_check(cal: dict, da: Any, nbeta: Any) -> dict[str, xr.DataArray]:
@@ -260,11 +284,18 @@ def _anharmonic_check(cal: dict, da: Any, nbeta: Any) -> dict[str, xr.DataArray]
 def _reasons(
     checks: dict[str, xr.DataArray], lead: list[str], coords: dict, like: xr.DataArray
 ) -> xr.DataArray:
-    """ "; "-joined names of the failed checks per leading index ("" where none failed)."""
+    """ "; "-joined names of the failed checks per leading index ("" where none failed). A
+    check given as strings is its own per-index message ("" where it passed)."""
     out = np.full(like.shape, "", dtype=object)
     for name, failed in checks.items():
-        mask = np.broadcast_to(np.asarray(failed.transpose(*lead).values, dtype=bool), like.shape)
-        joined = np.where(out == "", name, out + "; " + name)
+        values = np.asarray(failed.transpose(*lead).values)
+        if values.dtype.kind in "US":
+            message = np.broadcast_to(values.astype(object), like.shape)
+            mask = message != ""
+        else:
+            message = np.full(like.shape, name, dtype=object)
+            mask = np.broadcast_to(values.astype(bool), like.shape)
+        joined = np.where(out == "", message, out + "; " + message)
         out = np.where(mask, joined, out)
     return xr.DataArray(out.astype(str), dims=like.dims, coords=like.coords)
 

@@ -24,12 +24,16 @@ from torch import Tensor
 from tms_slt.models import TMSParams, get_activation
 from tms_slt.sampling.backends import BACKENDS, resolve_backend, sample
 from tms_slt.sampling.chains import Traces, draw_noise, run_chains
+from tms_slt.sampling.curvature import side_stream
 from tms_slt.sampling.problems import Problem, module_problem, potential_problem, tms_problem
 from tms_slt.sampling.result import DIVERGENCE_FACTOR, LLCResult, compute_llc, default_nbeta
 from tms_slt.sampling.settings import (
     RATIO_POSITIONS,
     choose_settings,
     curvature_ratio_at_ends,
+    noise_corrected,
+    noise_record,
+    noise_where_chains_went,
     per_anchor,
 )
 from tms_slt.sampling.sgld import SGLD, Coefficient
@@ -291,6 +295,7 @@ def estimate_llc(
         backend=backend,
         weight_decay=weight_decay,
         bounding_box=bounding_box,
+        batch_size=batch_size,
     )
     num_draws, num_burnin = settings.num_draws, settings.num_burnin
     kept_burnin = -(-num_burnin // thin)  # ⌈num_burnin / thin⌉ kept draws are burn-in
@@ -303,12 +308,13 @@ def estimate_llc(
             f"keep_params_every={keep_params_every} exceeds num_draws={num_draws}: "
             "no draw would be kept"
         )
+    step, tempered, pull = noise_corrected(settings, nbeta)
     kernel = SGLD(
         problem.loss_and_grad,
         problem.event_ndims,
-        step_size=per_anchor(settings.step_size),
-        nbeta=nbeta,
-        localization=per_anchor(settings.localization),
+        step_size=per_anchor(step),
+        nbeta=per_anchor(tempered),
+        localization=per_anchor(pull),
         weight_decay=weight_decay,
         bounding_box=bounding_box,
         mala=mala,
@@ -324,7 +330,12 @@ def estimate_llc(
         or (max(num_draws // RATIO_POSITIONS, 1) if curv is not None else None),
     )
     if curv is not None:
-        calibration["curvature_ratio"] = curvature_ratio_at_ends(problem, curv, traces, generator)
+        calibration["curvature_ratio"] = curvature_ratio_at_ends(problem, curv, traces)
+        side = side_stream(generator)
+        curv = noise_where_chains_went(problem, curv, traces, side)
+        calibration.update(
+            noise_record(curv, nbeta, settings.step_size, batch_size, settings.noise_correction)
+        )
         if keep_params_every is None:
             traces = traces._replace(params=None)
     accept = None if traces.mala_accept is None else traces.mala_accept[..., ::thin]

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tms_slt.models import Activation, loss_and_grad, reconstruction_loss
+from tms_slt.models import Activation, loss_and_grad, loss_hessian, reconstruction_loss
 from tms_slt.sampling.sgld import LossAndGrad, autograd_loss_and_grad
 
 
@@ -74,6 +74,9 @@ class Problem:
     #: (None for a potential: no data).
     loss_fn: Callable[[tuple[Tensor, ...], Any], Tensor] | None = None
     data_batch: Callable[[Tensor | None], Any] | None = None
+    #: The exact Hessian of `loss_fn` in closed form, (params, batch) -> (..., d, d), where
+    #: one is known (TMS: `models.loss_hessian`); else the probes use double backward.
+    hessian_fn: Callable[[tuple[Tensor, ...], Any], Tensor] | None = None
 
     @property
     def num_params(self) -> int:
@@ -196,8 +199,33 @@ def tms_problem(
         x = data if rows is None else data.index_select(-2, rows.to(data.device))
         return x.unsqueeze(-3)  # (*data_lead, chain=1, rows, n)
 
+    def hessian_fn(params: tuple[Tensor, ...], x: Tensor) -> Tensor:
+        # In the data's precision (float32): summed over row chunks in float64 by the
+        # caller, it resolves eigenvalues far below the null threshold, at a third of the
+        # float64 cost.
+        bias = params[1] if sample_bias else b0[..., :1, :]
+        return loss_hessian(
+            params[0].to(x.dtype),
+            bias.to(x.dtype),
+            x,
+            importance,
+            activation,
+            with_bias=sample_bias,
+        )
+
     return Problem(
-        params, event, grad_fn, sample_batch, init_loss, N, dims, coords, tms, loss_fn, data_batch
+        params,
+        event,
+        grad_fn,
+        sample_batch,
+        init_loss,
+        N,
+        dims,
+        coords,
+        tms,
+        loss_fn,
+        data_batch,
+        hessian_fn,
     )
 
 

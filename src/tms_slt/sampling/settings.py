@@ -3,6 +3,7 @@ pilot runs), and the evidence recorded with them (`LLCResult.calibration`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,14 @@ C_LOCALIZATION = 0.05
 C_SINGULAR = 0.1
 #: ε = C_STEP / (nβ h_max + γ): the stiffest direction's variance is inflated by ≤ 2.6%.
 C_STEP = 0.1
+#: ... and ε ≤ 4·C_NOISE / (nβ² s̄) (s̄ = `Curvature.gradient_noise`): the minibatch
+#: gradient's noise would inflate the curved directions' variance, and λ̂, by κ ≤ C_NOISE,
+#: unless that ε would need more than MAX_DRAWS steps. The automatic settings take κ out of
+#: the injected noise (`noise_corrected`), up to MAX_NOISE_CORRECTION; what is left, or
+#: what s̄ at the chains' own positions says was missed, is flagged with the batch size that
+#: would do (`noise_record`).
+C_NOISE = 0.1
+MAX_NOISE_CORRECTION = 0.25
 #: Burn-in and post-burn-in draws, in units of the slowest relaxation time (`slowest_rate`).
 BURNIN_TAUS = 2.0
 SAMPLE_TAUS = 16.0
@@ -43,12 +52,29 @@ MIN_DRAWS, MAX_DRAWS = 500, 20_000
 
 @dataclass(frozen=True)
 class Settings:
-    """Per-anchor SGLD settings (each (...)) and a common chain length."""
+    """Per-anchor SGLD settings (each (...)) and a common chain length; `noise_correction`
+    κ (...) is the share of the injected noise the minibatch gradient supplies (0: none)."""
 
     step_size: Tensor
     localization: Tensor
     num_burnin: int
     num_draws: int
+    noise_correction: Tensor | float = 0.0
+
+
+def noise_corrected(
+    settings: Settings, nbeta: Any
+) -> tuple[Tensor | float, Tensor | float, Tensor | float]:
+    """(ε', nβ', γ') = (ε(1−κ), nβ/(1−κ), γ/(1−κ)): the SGLD step at (ε, nβ, γ) with its
+    injected variance lowered from ε to ε(1−κ), written as a plain SGLD step. The minibatch
+    gradient adds (ε nβ/2)² Var(∇L_m) = ε·κ_i in direction i (`curvature.gradient_noise`),
+    so with κ = mean_i κ_i the curved directions' variance, and λ̂ = nβ(E[L] − L*), are those
+    of noise-free SGLD at nβ (Ahn, Korattikara & Welling 2012 subtract the gradient noise's
+    covariance from the injected noise the same way; this subtracts its mean). λ̂ is computed
+    with the nominal nβ."""
+    keep = 1.0 - torch.as_tensor(settings.noise_correction, dtype=torch.float64)
+    nb = torch.as_tensor(nbeta, dtype=torch.float64)
+    return settings.step_size * keep, nb / keep, settings.localization / keep
 
 
 def predicted_bias(
@@ -58,14 +84,18 @@ def predicted_bias(
     localization: Tensor | float,
     num_burnin: int,
     num_draws: int,
+    noise_correction: Tensor | float = 0.0,
 ) -> dict[str, Tensor]:
     """Relative bias of λ̂ in the quadratic model of the chain, per anchor (...).
 
     Over the curved directions (k_i = nβ h_i above the null threshold), with γ, ε, burn-in B
     and T draws, λ̂ → ½ Σ_i k_i · v_i where v_i = 1/((k_i+γ)(1 − ε(k_i+γ)/4)) · r_i and
     r_i = 1 − mean_{B≤t<T} exp(−ε(k_i+γ)t) (the variance relaxing from 0 at the anchor);
-    the truth in this model is ½ · (number of curved directions). Returns "localization",
-    "discretization", "burnin" (each with the other two biases off) and "total".
+    the truth in this model is ½ · (number of curved directions). The minibatch gradient's
+    noise multiplies each v_i by 1 + ε nβ² Var(v_iᵀ∇L_m)/4 (`curvature.gradient_noise`),
+    "noise" on average, less the `noise_correction` taken out of the injected noise
+    (`noise_corrected`). Returns "localization", "discretization", "burnin", "noise" (each
+    with the others off) and "total".
     """
     ev = curv.eigenvalues
     curved = ev > curv.null_threshold[..., None]
@@ -85,11 +115,16 @@ def predicted_bias(
         mean = torch.where(curved, factor, torch.zeros_like(factor)).sum(-1) / n_curved
         return torch.where(curved.any(-1), mean - 1.0, torch.zeros_like(mean))
 
+    noise = torch.zeros_like(eps[..., 0] * nb[..., 0])
+    if curv.gradient_noise is not None:
+        noise = noise_record(curv, nbeta, step_size, None, noise_correction)
+        noise = noise["predicted_bias_noise"]
     return {
         "localization": rel(loc),
         "discretization": rel(disc),
         "burnin": rel(relax),
-        "total": rel(loc * disc * relax),
+        "noise": noise,
+        "total": (1 + rel(loc * disc * relax)) * (1 + noise) - 1,
     }
 
 
@@ -99,8 +134,10 @@ def auto_settings(
     """(ε, γ) per anchor from the Hessian spectrum (see the module doc of `curvature`):
 
     γ = min(C_LOCALIZATION · nβ h_soft, C_SINGULAR · √(nβ h_max)) unless `localization` is
-    given, and ε = C_STEP / (nβ h_max + γ). Anchors with a vanishing Hessian (h_max = 0)
-    get ε from a unit curvature; `choose_settings` probes them again after a pilot.
+    given, and ε = C_STEP / (nβ h_max + γ), lowered to 4·C_NOISE / (nβ² s̄) where the
+    minibatch noise s̄ is measured (but not below the ε whose chain would need MAX_DRAWS
+    steps). Anchors with a vanishing Hessian (h_max = 0) get ε from a unit curvature;
+    `choose_settings` probes them again after a pilot.
     """
     nb = torch.as_tensor(nbeta, dtype=torch.float64)
     h_max = curv.h_max
@@ -112,7 +149,12 @@ def auto_settings(
         gamma = torch.minimum(C_LOCALIZATION * nb * h_soft, C_SINGULAR * (nb * h_max).sqrt())
     else:
         gamma = torch.as_tensor(localization, dtype=torch.float64)
-    return C_STEP / (nb * h_max + gamma), gamma
+    eps = C_STEP / (nb * h_max + gamma)
+    if curv.gradient_noise is not None:
+        quiet = 4 * C_NOISE / (nb**2 * curv.gradient_noise).clamp(min=1e-300)
+        affordable = (BURNIN_TAUS + SAMPLE_TAUS) / (MAX_DRAWS * slowest_rate(curv, nb, 1.0, gamma))
+        eps = torch.minimum(eps, torch.maximum(quiet, affordable))
+    return eps, gamma
 
 
 def slowest_rate(
@@ -172,11 +214,10 @@ def per_anchor(value: Tensor | float) -> Tensor | float:
 RATIO_POSITIONS = 4
 
 
-def curvature_ratio_at_ends(
-    problem: Problem, curv: curvature.Curvature, traces: Traces, generator: torch.Generator
-) -> Tensor:
+def curvature_ratio_at_ends(problem: Problem, curv: curvature.Curvature, traces: Traces) -> Tensor:
     """`curvature.curvature_ratio` over the last RATIO_POSITIONS kept positions of the first
-    PILOT_PROBED_CHAINS chains (folded into one dim: the median is over all of them)."""
+    PILOT_PROBED_CHAINS chains (folded into one dim: the median is over all of them), the
+    chains' and the anchor's Hessians on the same rows (`Curvature.rows`)."""
     positions = []
     for p, k in zip(traces.params, problem.event_ndims, strict=True):
         chain_dim = p.ndim - k - 2
@@ -190,9 +231,13 @@ def curvature_ratio_at_ends(
     finite = all(bool(torch.isfinite(e).all()) for e in positions)
     if curv.eigenvectors is None or not finite:
         return torch.full(curv.h_max.shape, math.nan, dtype=torch.float64)
-    return curvature.curvature_ratio(
-        curv, curvature.hessian_at(problem, tuple(positions), generator)
+    anchor = tuple(
+        p.narrow(p.ndim - k - 1, 0, 1)
+        for p, k in zip(problem.params, problem.event_ndims, strict=True)
     )
+    reference = curvature.hessian_at(problem, anchor, curv.rows).squeeze(-3)
+    chains = curvature.hessian_at(problem, tuple(positions), curv.rows)
+    return curvature.curvature_ratio(curv, chains, reference)
 
 
 def _pilot_round(
@@ -206,10 +251,12 @@ def _pilot_round(
     backend: str,
     weight_decay: float,
     bounding_box: float | None,
+    anchor_noise: Tensor | None,
 ) -> tuple[curvature.Curvature, Tensor, Tensor]:
     """One pilot: PILOT_STEPS steps at (ε, γ), then the curvature at the chains' ends raises
-    h_max (`curvature.combine`) and the proposed ε, γ follow. Anchors whose pilot diverged
-    get ε/10 proposed."""
+    h_max (`curvature.combine`), the minibatch noise there (at least `anchor_noise`, the
+    anchor's) sets s̄, and the proposed ε, γ follow. Anchors whose pilot diverged get ε/10
+    proposed."""
     pilot = SGLD(
         problem.loss_and_grad,
         problem.event_ndims,
@@ -233,7 +280,17 @@ def _pilot_round(
         finite &= torch.isfinite(e).flatten(e.ndim - k - 1).all(-1).cpu()
     if not bool(finite.all()):
         return curv, torch.where(finite, eps, eps / 10), gam
-    curv = curvature.combine(curv, curvature.probe(problem, generator, params=ends, gradient=False))
+    at_ends = curvature.probe(problem, generator, params=ends, gradient=False, rows=curv.rows)
+    curv = curvature.combine(curv, at_ends)
+    if anchor_noise is not None:  # the noise grows away from w*: measure it there too
+        every_end = tuple(
+            p.select(p.ndim - k - 1, 0)
+            for p, k in zip(traces.params, problem.event_ndims, strict=True)
+        )
+        side = curvature.side_stream(generator)
+        there = curvature.gradient_noise(problem, curv, side, every_end)
+        # the pilot's latest ε set its chains' spread: its measurement replaces an earlier one
+        curv = dataclasses.replace(curv, gradient_noise=torch.maximum(anchor_noise, there))
     proposed, gam = auto_settings(curv, nbeta, None if auto_localization else gam)
     return curv, proposed, gam
 
@@ -250,6 +307,7 @@ def choose_settings(
     backend: str = "auto",
     weight_decay: float = 0.0,
     bounding_box: float | None = None,
+    batch_size: int | None = None,
 ) -> tuple[Settings, dict[str, Any], curvature.Curvature | None]:
     """The SGLD settings per anchor, automatic where asked, and the evidence for them.
 
@@ -257,7 +315,9 @@ def choose_settings(
     a pilot of PILOT_STEPS steps then runs at the anchor-based settings and the curvature is
     probed again at the chains' end points (`curvature.combine`): near a singular minimum
     the stiffness grows away from w*. γ, ε and the chain length follow
-    `auto_settings`; given values are kept. Returns the settings, a record
+    `auto_settings`; given values are kept. With `batch_size` (the minibatch size m) the
+    record names the smallest m whose noise bias would be C_NOISE at the chosen ε
+    ("batch_size_needed"). Returns the settings, a record
     (each entry per anchor, or a string) for `LLCResult.calibration`, and the anchor's
     `Curvature` (None where there is nothing to probe).
     """
@@ -268,7 +328,14 @@ def choose_settings(
             torch.as_tensor(step_size), torch.as_tensor(localization), num_burnin, num_draws
         )
         return settings, {}, None
-    curv = curvature.probe(problem, generator)
+    side = curvature.side_stream(generator)
+    curv = curvature.probe(problem, side)
+    curv = dataclasses.replace(
+        curv,
+        rows=curvature.probe_rows(problem, side),
+        gradient_noise=curvature.gradient_noise(problem, curv, side),
+    )
+    anchor_noise = curv.gradient_noise
     auto_eps, auto_gam = auto_settings(curv, nbeta)
     eps = auto_eps if step_size == "auto" else torch.as_tensor(step_size)
     gam = auto_gam if localization == "auto" else torch.as_tensor(localization)
@@ -286,13 +353,21 @@ def choose_settings(
                 backend,
                 weight_decay,
                 bounding_box,
+                anchor_noise,
             )
             eps = torch.minimum(proposed, PILOT_GROWTH * tried)
-            if bool((proposed <= PILOT_GROWTH * tried).all()):
+            # Again while ε moves by more than PILOT_GROWTH either way: a pilot at a far
+            # larger ε spreads (and meets noise) where the chains will not.
+            steady = (proposed <= PILOT_GROWTH * tried) & (proposed >= tried / PILOT_GROWTH)
+            if bool(steady.all()):
                 break
     draws, burnin = chain_length(curv, nbeta, eps, gam, num_draws, num_burnin)
-    settings = Settings(eps, gam, burnin, draws)
-    bias = predicted_bias(curv, nbeta, eps, gam, burnin, draws)
+    kappa = 0.0
+    if step_size == "auto" and curv.gradient_noise is not None:
+        kappa = noise_record(curv, nbeta, eps, None)["predicted_bias_noise"]
+        kappa = kappa.clamp(max=MAX_NOISE_CORRECTION)
+    settings = Settings(eps, gam, burnin, draws, kappa)
+    bias = predicted_bias(curv, nbeta, eps, gam, burnin, draws, kappa)
     record: dict[str, Any] = {
         "step_size": torch.as_tensor(eps, dtype=torch.float64).expand(curv.h_max.shape),
         "localization": torch.as_tensor(gam, dtype=torch.float64).expand(curv.h_max.shape),
@@ -315,4 +390,58 @@ def choose_settings(
             )
         ),
     }
+    record["noise_correction"] = torch.as_tensor(kappa, dtype=torch.float64).expand(
+        curv.h_max.shape
+    )
+    record.update(noise_record(curv, nbeta, eps, batch_size, kappa))
     return settings, record, curv
+
+
+def noise_record(
+    curv: curvature.Curvature,
+    nbeta: Any,
+    step_size: Any,
+    batch_size: int | None,
+    correction: Tensor | float = 0.0,
+) -> dict[str, Tensor]:
+    """The minibatch noise s̄ (`curvature.gradient_noise`) and its predicted bias of λ̂,
+    κ = ε nβ² s̄/4 (`predicted_bias`), less the `correction` taken out of the injected noise
+    (`noise_corrected`). With the batch size m, the smallest m at which κ would be C_NOISE
+    without correction (the noise variance falls as 1/m): "batch_size_needed"."""
+    if curv.gradient_noise is None:
+        return {}
+    nb = torch.as_tensor(nbeta, dtype=torch.float64)
+    kappa = torch.as_tensor(step_size, dtype=torch.float64) * nb**2 * curv.gradient_noise / 4
+    kappa = torch.where(curv.num_curved > 0, kappa, torch.zeros_like(kappa))
+    out = {
+        "gradient_noise": curv.gradient_noise,
+        "predicted_bias_noise": kappa - torch.as_tensor(correction, dtype=torch.float64),
+    }
+    if batch_size is not None:
+        needed = torch.ceil(batch_size * kappa / C_NOISE).clamp(min=batch_size)
+        out["batch_size_needed"] = needed.to(torch.int64)
+    return out
+
+
+def noise_where_chains_went(
+    problem: Problem, curv: curvature.Curvature, traces: Traces, generator: torch.Generator
+) -> curvature.Curvature:
+    """`curv` with s̄ measured again at the chains' kept positions (RATIO_POSITIONS per chain,
+    spread over the run) and averaged over them: the noise the chains met where the
+    posterior is, after burn-in, rather than where a short pilot had reached. Positions of
+    a diverged chain are left out (the anchor's s̄ stays where none is finite)."""
+    if curv.gradient_noise is None or traces.params is None:
+        return curv
+    kept = traces.params[0].shape[traces.params[0].ndim - problem.event_ndims[0] - 1]
+    measured = []
+    for j in range(max(kept - RATIO_POSITIONS, 0), kept):
+        at = tuple(
+            p.select(p.ndim - k - 1, j)
+            for p, k in zip(traces.params, problem.event_ndims, strict=True)
+        )
+        if all(bool(torch.isfinite(a).all()) for a in at):
+            pairs = curvature.NOISE_PAIRS // 2
+            measured.append(curvature.gradient_noise(problem, curv, generator, at, pairs))
+    if not measured:
+        return curv
+    return dataclasses.replace(curv, gradient_noise=torch.stack(measured).mean(0))
