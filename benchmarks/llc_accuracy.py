@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 _HERE = Path(__file__).resolve().parents[1] / "tests" / "statistical"
-FAMILIES = ("linear", "rrr", "dln", "tanh", "tms", "potential", "quickstart")
+FAMILIES = ("linear", "rrr", "dln", "tanh", "tms", "potential", "quickstart", "population")
 
 
 def _module(name: str):
@@ -98,7 +98,8 @@ def _quickstart(known) -> list:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES))
+    # "population" (the c = 6 k-gons without data) is opt-in: it is not one of the 76
+    parser.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES[:-1]))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None, help="also write the table here")
     args = parser.parse_args()
@@ -114,9 +115,11 @@ def main() -> None:
     print("\n".join(lines), flush=True)
     outcomes = []
     done: dict[str, tuple] = {}
-    for case in known.cases():
-        if case.family not in args.families:
-            continue
+    ordered = sorted(
+        (c for c in known.cases() if c.family in args.families),
+        key=lambda c: args.families.index(c.family),
+    )
+    for case in ordered:
         key = case.group or case.name
         if key not in done:
             start = time.perf_counter()

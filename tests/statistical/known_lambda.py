@@ -11,7 +11,9 @@ squares or L-BFGS on the training set itself):
 * tanh: a tanh MLP fitted to a teacher of its own shape; its Hessian is full rank, λ = d/2;
 * tms: the regular k-gons of Chen et al. 2023 at c = 5–8 features, m = 2, refined to minima
   of L_n on one-hot data (`theory.kgon_llc`, every variant with a known λ);
-* potential: a regular quadratic and normal crossings (Watanabe 2009).
+* potential: a regular quadratic and normal crossings (Watanabe 2009);
+* population: the c = 6 k-gons on the exact population loss at nβ = 1e3–1e5 (no data:
+  the tempered posterior's own finite-nβ bias).
 
 Batch sizes run from 10 to 1000 and the noise level from σ = 0.1 to 0.7. `cases()` lists them
 all; `benchmarks/llc_accuracy.py` runs every one and prints the counts that matter: the
@@ -35,6 +37,7 @@ from tms_slt.data import TMSDistribution
 from tms_slt.models import get_activation, reconstruction_loss
 from tms_slt.sampling.llc import LLCResult, estimate_llc
 from tms_slt.theory import (
+    Potential,
     dln_learning_coefficient,
     kgon_critical_point,
     kgon_llc,
@@ -42,6 +45,7 @@ from tms_slt.theory import (
     quadratic_potential,
     rrr_learning_coefficient,
     sum_of_normal_crossings_potential,
+    tms_population_loss_torch,
 )
 
 
@@ -278,6 +282,51 @@ def _tms_cases(c: int, n: int) -> list[Case]:
     ]
 
 
+def population_kgons() -> tuple[Potential, torch.Tensor, np.ndarray]:
+    """K(w) = L(w) − L(w*_j) on Chen et al.'s exact population loss (c = 6), anchored at the
+    6-gon, 5+ and 5− (one leading index each), with their λ from `kgon_llc`: no data, so the
+    tempered posterior's own finite-nβ bias shows alone."""
+    kgons = kgons_with_known_llc(6)
+    anchors, floors = [], []
+    for k, variant, _ in kgons:
+        W, b = kgon_critical_point(k, 6, variant=variant)
+        w = torch.tensor(np.concatenate([W.ravel(), b]), dtype=torch.float32)
+        anchors.append(w)
+        floors.append(
+            float(tms_population_loss_torch(w[:12].reshape(2, 6).double(), w[12:].double()))
+        )
+    floor = torch.tensor(floors)
+
+    def fn(w: torch.Tensor) -> torch.Tensor:
+        loss = tms_population_loss_torch(w[..., :12].unflatten(-1, (2, 6)), w[..., 12:])
+        return loss - floor.to(w.dtype).reshape(-1, *[1] * (w.ndim - 2))
+
+    pot = Potential(dim=18, learning_coefficient=math.nan, fn=fn, multiplicity=None, name="tms")
+    return pot, torch.stack(anchors), np.array([lam for _, _, lam in kgons])
+
+
+def _population_cases(nbeta: float) -> list[Case]:
+    @functools.cache
+    def run(generator_seed: int):
+        pot, anchors, _ = population_kgons()
+        generator = torch.Generator().manual_seed(generator_seed)
+        return estimate_llc(
+            pot, dataset=anchors, nbeta=nbeta, num_chains=8, generator=generator, progress=False
+        )
+
+    return [
+        Case(
+            f"TMS population c=6 {k}{variant} nβ={nbeta:.0e}",
+            "population",
+            lam,
+            lambda generator: run(generator.initial_seed()),
+            index=(i,),
+            group=f"population nβ={nbeta}",
+        )
+        for i, (k, variant, lam) in enumerate(kgons_with_known_llc(6))
+    ]
+
+
 # -- potentials ---------------------------------------------------------------------------
 
 POTENTIALS = {
@@ -298,7 +347,7 @@ def _potential_case(name: str) -> Case:
 
 
 def cases() -> list[Case]:
-    """Every known-λ case (72)."""
+    """Every known-λ case: 76 on data or potentials, and 9 on the population loss."""
     out = [
         _linear_case(d, sigma, batch)
         for d in (50, 200, 1000)
@@ -319,6 +368,8 @@ def cases() -> list[Case]:
         for n in (10_000, 100_000):
             out += _tms_cases(c, n)
     out += [_potential_case(name) for name in POTENTIALS]
+    for nbeta in (1e3, 1e4, 1e5):
+        out += _population_cases(nbeta)
     return out
 
 

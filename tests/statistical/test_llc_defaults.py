@@ -14,24 +14,20 @@ import itertools
 import math
 import statistics
 
+import known_lambda
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from tms_slt.config import ExperimentConfig
-from tms_slt.data import TMSDistribution
-from tms_slt.models import get_activation, reconstruction_loss
 from tms_slt.sampling.llc import LLCResult, estimate_llc
 from tms_slt.theory import (
-    Potential,
     dln_learning_coefficient,
-    kgon_critical_point,
     kgon_llc,
     normal_crossing_potential,
     quadratic_potential,
     sum_of_normal_crossings_potential,
-    tms_population_loss_torch,
 )
 from tms_slt.training import train
 
@@ -63,64 +59,16 @@ def assert_reliable_means_right(result: LLCResult, truth: np.ndarray, name: str)
 # ---------------------------------------------------------------------------------------
 
 
-def population_kgons() -> tuple[Potential, torch.Tensor, np.ndarray]:
-    """K(w) = L(w) − L(w*_j) on the exact population loss, anchored at the 6-gon, 5+ and 5−
-    (one leading index each), with their λ from `kgon_llc`."""
-    anchors, floors = [], []
-    for k, variant in KGONS:
-        W, b = kgon_critical_point(k, 6, variant=variant)
-        w = torch.tensor(np.concatenate([W.ravel(), b]), dtype=torch.float32)
-        anchors.append(w)
-        floors.append(
-            float(tms_population_loss_torch(w[:12].reshape(2, 6).double(), w[12:].double()))
-        )
-    floor = torch.tensor(floors)
-
-    def fn(w: torch.Tensor) -> torch.Tensor:
-        loss = tms_population_loss_torch(w[..., :12].unflatten(-1, (2, 6)), w[..., 12:])
-        return loss - floor.to(w.dtype).reshape(-1, *[1] * (w.ndim - 2))
-
-    pot = Potential(dim=18, learning_coefficient=math.nan, fn=fn, multiplicity=None, name="tms")
-    truth = np.array([float(kgon_llc(k, 6, v)) for k, v in KGONS])
-    return pot, torch.stack(anchors), truth
-
-
 def refined_kgons(n: int, seed: int = 1) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
     """(W, b) of the 6-gon, 5+ and 5− refined to minima of L_n (L-BFGS, float64) on one
     training set of n samples of Chen et al.'s distribution, and that set."""
-    x = TMSDistribution(6, active_features=1).sample(
-        n, generator=torch.Generator().manual_seed(seed)
-    )
-    relu = get_activation("relu")
-    Ws, bs = [], []
-    for k, variant in KGONS:
-        W0, b0 = kgon_critical_point(k, 6, variant=variant)
-        W = torch.tensor(W0, requires_grad=True)
-        b = torch.tensor(b0, requires_grad=True)
-        opt = torch.optim.LBFGS(
-            [W, b],
-            max_iter=500,
-            tolerance_grad=1e-12,
-            tolerance_change=1e-15,
-            line_search_fn="strong_wolfe",
-        )
-
-        def closure(W=W, b=b, opt=opt):
-            opt.zero_grad()
-            loss = reconstruction_loss(W, b, x.double(), None, relu)
-            loss.backward()
-            return loss
-
-        opt.step(closure)
-        Ws.append(W.detach().float())
-        bs.append(b.detach().float())
-    return (torch.stack(Ws), torch.stack(bs)), x
+    return known_lambda.refined_kgons(6, n, seed)
 
 
 def test_population_kgons_match_kgon_llc():
     """At nβ = 1e5 on the exact population loss the tempered posterior is in its asymptotic
     regime: λ̂ with the defaults is within 3 SE + 3% of 17/2, 17/2 and 7."""
-    pot, anchors, truth = population_kgons()
+    pot, anchors, truth = known_lambda.population_kgons()
     result = estimate_llc(
         pot,
         dataset=anchors,
@@ -139,7 +87,9 @@ def test_population_kgons_match_kgon_llc():
 def test_refined_kgons_at_n_1e4():
     """Minima of L_n at n = 1e4 (nβ ≈ 1086). The 6-gon is within 10%. For 5+ the tempered
     posterior itself sits above λ at this nβ (its anharmonic soft directions: +5 to +18% on the
-    exact population loss, benchmarks/llc_accuracy.py), so 15% is allowed. 5− has flat
+    exact population loss at nβ = 1e3–1e4, `benchmarks/llc_accuracy.py --families
+    population`), so that bias, 18%, is allowed
+    beside 3 standard errors. 5− has flat
     directions (W₆, b₆ < 0) that end where the loss drops to the 5+ basin: its estimate is
     either right or flagged."""
     (W, b), x = refined_kgons(10_000)
@@ -150,7 +100,7 @@ def test_refined_kgons_at_n_1e4():
     mean, se = result.mean.numpy(), standard_error(result)
     print("refined k-gons, n = 1e4:", mean.round(3), "±", se.round(3), "λ =", truth)
     assert abs(mean[0] / truth[0] - 1) < 0.10
-    assert abs(mean[1] / truth[1] - 1) < 0.15
+    assert abs(mean[1] - truth[1]) < 3 * se[1] + 0.18 * truth[1]
     assert_reliable_means_right(result, truth, "refined k-gons")
 
 

@@ -117,3 +117,21 @@ def test_a_minimum_with_flat_directions_is_no_saddle():
     assert float(curv.h_min) > -1e-6 * float(curv.h_max)
     assert not bool(curvature.is_saddle(curv))
     assert int(curv.num_curved) == M * H + H * N - H * H  # the flat set: GL(H) acting on (A, B)
+
+
+def test_the_rotation_of_a_tms_is_projected_out_of_the_spectrum():
+    """Off a critical point the rotation W → RW (a symmetry: WᵀW is unchanged) has curvature
+    ∇L·(G²w), here well above the null threshold, where no threshold could tell it from a
+    soft curved direction. The probe projects it out: along it the spectrum is 0."""
+    problem = _problem(3, per_anchor_data=False)
+    anchor = tuple(p[:, :1] for p in problem.params)
+    H = curvature.hessian_at(problem, anchor, None).squeeze(-3)
+    t = problems.rotation_tangents(anchor, with_bias=True).squeeze(-3).squeeze(-2).double()
+    t = t / t.norm(dim=-1, keepdim=True)
+    along = torch.einsum("ad,ade,ae->a", t, H, t)
+    h_max = torch.linalg.eigvalsh(H)[..., -1]
+    assert (along.abs() > 10 * curvature.NULL_FRACTION * h_max).all()  # off a minimum
+    curv = curvature.probe(problem, torch.Generator().manual_seed(0))
+    V, ev = curv.eigenvectors, curv.eigenvalues
+    projected = torch.einsum("ad,adi,ai,aei,ae->a", t, V, ev, V, t)
+    assert (projected.abs() < 1e-10 * h_max).all()

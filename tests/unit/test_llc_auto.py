@@ -144,3 +144,75 @@ def test_devinterp_style_inputs_give_the_same_estimate():
     torch.testing.assert_close(plain.loss_trace, devinterp.loss_trace)
     ds = devinterp.dataset
     assert {"llc_mean", "llc_per_chain", "loss_trace", "init_loss", "reliable"} <= set(ds)
+
+
+def _noisy_regression(n: int = 2000, d: int = 5, sigma: float = 1.0):
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(n, d, generator=g)
+    y = x @ torch.randn(d, 1, generator=g) + sigma * torch.randn(n, 1, generator=g)
+    model = torch.nn.Linear(d, 1, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.linalg.lstsq(x, y).solution.T)
+
+    def loss(f, batch):
+        return ((f(batch[0]) - batch[1]) ** 2).sum(-1).mean()
+
+    return model, loss, (x, y)
+
+
+def test_minibatch_noise_beyond_its_correction_names_the_batch_size():
+    """What the noise correction cannot take out is one reason, with the predicted bias and
+    the batch size that would fix it (the issue's 'bad input': never a silent number)."""
+    from tms_slt.sampling.result import compute_llc
+
+    model, loss, data = _noisy_regression()
+    result = estimate_llc(model, loss, data, batch_size=10, progress=False)
+    assert "gradient_noise" in result.calibration and "batch_size_needed" in result.calibration
+    assert abs(float(result.calibration["predicted_bias_noise"])) <= 0.03
+    calibration = dict(result.calibration)
+    calibration["predicted_bias_noise"] = torch.tensor(0.2, dtype=torch.float64)
+    calibration["batch_size_needed"] = torch.tensor(40)
+    flagged = compute_llc(
+        result.loss_trace,
+        result.init_loss,
+        result.nbeta,
+        num_burnin=result.num_burnin,
+        num_params=result.num_params,
+        calibration=calibration,
+    )
+    reasons = str(flagged.diagnostics["reasons"].values)
+    assert "minibatch gradient noise (predicted bias +20%, beyond ±3%): batch_size ≥ 40" in reasons
+    assert not bool(flagged.diagnostics["reliable"])
+
+
+def test_the_anchors_batch_loss_is_a_control_variate():
+    """The loss trace of a module is L_B(w_t) − L_B(w*) + L_n(w*): the same random stream
+    gives the same chain, each draw differs from the raw minibatch loss by exactly the
+    anchor's deviation on that batch, and the trace's variance falls by far."""
+    from tms_slt.sampling.chains import run_chains
+    from tms_slt.sampling.problems import module_problem
+    from tms_slt.sampling.sgld import SGLD
+
+    model, loss, data = _noisy_regression()
+    problem = module_problem(model, loss, data, num_chains=2, batch_size=10)
+    kernel = SGLD(problem.loss_and_grad, problem.event_ndims, step_size=1e-5, nbeta=100.0)
+    seen = []
+
+    def control(batch):
+        seen.append(problem.anchor_batch_loss(batch) - problem.init_loss)
+        return seen[-1]
+
+    def run(with_control):
+        gen = torch.Generator().manual_seed(0)
+        return run_chains(
+            kernel,
+            problem.params,
+            problem.sample_batch,
+            300,
+            gen,
+            control=control if with_control else None,
+        ).loss
+
+    raw, controlled = run(False), run(True)
+    torch.testing.assert_close(controlled, raw - torch.stack(seen, -1))
+    assert float(controlled.var()) < 0.05 * float(raw.var())

@@ -57,6 +57,13 @@ def sample(
         return run_tms_chains(
             problem.tms, kernel, num_draws, generator, progress, keep_params_every=keep_params_every
         )
+    control = None
+    if problem.anchor_batch_loss is not None:
+        offset = problem.init_loss.unsqueeze(-1)
+
+        def control(batch):
+            return problem.anchor_batch_loss(batch) - offset
+
     return run_chains(
         kernel,
         problem.params,
@@ -66,4 +73,5 @@ def sample(
         progress,
         compile=chosen == "compile",
         keep_params_every=keep_params_every,
+        control=control,
     )

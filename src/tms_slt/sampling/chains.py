@@ -55,8 +55,15 @@ def run_chains(
     *,
     compile: bool = False,
     keep_params_every: int | None = None,
+    control: Callable[[Any], Tensor] | None = None,
 ) -> Traces:
     """Run `num_draws` SGLD steps from `params` (also the anchor w*).
+
+    With `control` ((batch) -> (..., chain), the anchor's loss on the batch less L_n(w*))
+    the loss recorded is L_B(w_t) − (L_B(w*) − L_n(w*)): the same mean, since the minibatch
+    B is drawn independently of w_t, and far less variance, since L_B(w_t) and L_B(w*) share
+    the batch's noise (a control variate; with a batch of m rows the noise of nβ·L_B alone
+    is nβ·sd(ℓ)/√m, often larger than λ itself).
 
     Each step draws the minibatch, then the noise, from `generator`, in that order.
     With `keep_params_every=k` the parameters after steps k, 2k, … (w_k, w_2k, …, with
@@ -78,7 +85,7 @@ def run_chains(
             batch = sample_batch(generator)
             noise = draw_noise(current, generator)
             current, info = update(current, anchor, batch, noise)
-            losses.append(info.loss)
+            losses.append(info.loss if control is None else info.loss - control(batch))
             if info.mala_accept is not None:
                 accepts.append(info.mala_accept)
             if keep_params_every is not None and (t + 1) % keep_params_every == 0:

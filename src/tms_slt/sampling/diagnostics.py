@@ -235,10 +235,29 @@ def _calibration_checks(result: LLCResult, lead: list[str]) -> dict[str, xr.Data
         "w* is not a local minimum of L_n (a Newton step lowers nβ·L_n by more than "
         f"{MAX_NEWTON_SHIFT:.0%} of λ)": da("newton_shift") > MAX_NEWTON_SHIFT,
         "w* is a saddle of L_n (negative Hessian eigenvalue)": da("saddle").astype(bool),
+        **_lower_loss_check(cal, da),
         **_anharmonic_check(
             cal, da, xr.DataArray(result.nbeta_per_index.numpy(), dims=lead, coords=result.coords)
         ),
     }
+
+
+#: A chain ending where nβ·L_n is this fraction of the quadratic model's λ (½ × the curved
+#: directions) below nβ·L_n(w*) has left the basin of w*: at a minimum it cannot go lower,
+#: and a checkpoint passing the Newton-shift check can go at most MAX_NEWTON_SHIFT lower.
+MAX_LOWER_LOSS = 0.1
+
+
+def _lower_loss_check(cal: dict, da: Any) -> dict[str, xr.DataArray]:
+    if "lowest_loss_shift" not in cal or "num_curved" not in cal:
+        return {}
+    allowed = MAX_LOWER_LOSS * np.maximum(0.5 * da("num_curved"), 0.5)
+    name = (
+        "the chains found lower loss than w* (a chain ended more than "
+        f"{MAX_LOWER_LOSS:.0%} of λ below nβ·L_n(w*)): w* is not a minimum within the "
+        "posterior's reach"
+    )
+    return {name: da("lowest_loss_shift") < -allowed}
 
 
 def _noise_check(cal: dict, da: Any) -> dict[str, xr.DataArray]:

@@ -31,6 +31,7 @@ from tms_slt.sampling.settings import (
     RATIO_POSITIONS,
     choose_settings,
     curvature_ratio_at_ends,
+    lowest_loss_at_ends,
     noise_corrected,
     noise_record,
     noise_where_chains_went,
@@ -332,7 +333,8 @@ def estimate_llc(
     if curv is not None:
         calibration["curvature_ratio"] = curvature_ratio_at_ends(problem, curv, traces)
         side = side_stream(generator)
-        curv = noise_where_chains_went(problem, curv, traces, side)
+        calibration["lowest_loss_shift"] = lowest_loss_at_ends(problem, traces, nbeta, side)
+        curv = noise_where_chains_went(problem, curv, traces, side, nbeta)
         calibration.update(
             noise_record(curv, nbeta, settings.step_size, batch_size, settings.noise_correction)
         )

@@ -10,6 +10,8 @@ gradients, `models.loss_and_grad`), any `torch.nn.Module` with a loss and datase
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -77,6 +79,13 @@ class Problem:
     #: The exact Hessian of `loss_fn` in closed form, (params, batch) -> (..., d, d), where
     #: one is known (TMS: `models.loss_hessian`); else the probes use double backward.
     hessian_fn: Callable[[tuple[Tensor, ...], Any], Tensor] | None = None
+    #: (batch) -> (..., chain) the loss of w* itself on each chain's minibatch: a control
+    #: variate for the loss trace (`chains.run_chains`), set where the step costs enough
+    #: that one more forward pass is cheap against the variance it removes (any nn.Module).
+    anchor_batch_loss: Callable[[Any], Tensor] | None = None
+    #: (params) -> (..., s, d) tangents at params of the loss's known continuous symmetries
+    #: (TMS: rotations of the hidden space, W → RW), whose directions are flat by symmetry.
+    symmetry_tangents: Callable[[tuple[Tensor, ...]], Tensor] | None = None
 
     @property
     def num_params(self) -> int:
@@ -226,7 +235,28 @@ def tms_problem(
         loss_fn,
         data_batch,
         hessian_fn,
+        symmetry_tangents=functools.partial(rotation_tangents, with_bias=sample_bias),
     )
+
+
+def rotation_tangents(params: tuple[Tensor, ...], *, with_bias: bool) -> Tensor:
+    """(..., m(m−1)/2, d) the tangents (G W, 0) of the TMS loss's rotation symmetry
+    W → RW (WᵀW is unchanged) at W, for the generators G = E_ab − E_ba (a < b) of so(m);
+    the b block (when sampled) is zero. Flattened as the probes flatten (vec W, then b)."""
+    W = params[0]
+    m, n = W.shape[-2:]
+    tangents = []
+    for a, c in itertools.combinations(range(m), 2):
+        GW = torch.zeros_like(W)
+        GW[..., a, :] = W[..., c, :]
+        GW[..., c, :] = -W[..., a, :]
+        flat = GW.flatten(-2)
+        if with_bias:
+            flat = torch.cat([flat, torch.zeros_like(W[..., 0, :])], dim=-1)
+        tangents.append(flat)
+    if not tangents:  # m = 1: no rotation
+        return W.new_zeros(*W.shape[:-2], 0, m * n + (n if with_bias else 0))
+    return torch.stack(tangents, dim=-2)
 
 
 def as_dataset(dataset: Any) -> tuple[Tensor, ...]:
@@ -323,6 +353,10 @@ def module_problem(
     def data_batch(rows: Tensor | None) -> tuple[Tensor, ...]:
         return tuple((t if rows is None else t[rows.to(t.device)]).unsqueeze(0) for t in data)
 
+    def anchor_batch_loss(batch: tuple[Tensor, ...]) -> Tensor:
+        with torch.no_grad():
+            return batched_loss(params, batch)
+
     grad_fn = autograd_loss_and_grad(batched_loss)
     return Problem(
         params,
@@ -335,6 +369,7 @@ def module_problem(
         {},
         loss_fn=batched_loss,
         data_batch=data_batch,
+        anchor_batch_loss=anchor_batch_loss,
     )
 
 

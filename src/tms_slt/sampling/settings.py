@@ -288,7 +288,9 @@ def _pilot_round(
             for p, k in zip(traces.params, problem.event_ndims, strict=True)
         )
         side = curvature.side_stream(generator)
-        there = curvature.gradient_noise(problem, curv, side, every_end)
+        there = curvature.gradient_noise(
+            problem, curv, side, every_end, bias_per_unit=_noise_bias_per_unit(curv, nbeta)
+        )
         # the pilot's latest ε set its chains' spread: its measurement replaces an earlier one
         curv = dataclasses.replace(curv, gradient_noise=torch.maximum(anchor_noise, there))
     proposed, gam = auto_settings(curv, nbeta, None if auto_localization else gam)
@@ -333,7 +335,9 @@ def choose_settings(
     curv = dataclasses.replace(
         curv,
         rows=curvature.probe_rows(problem, side),
-        gradient_noise=curvature.gradient_noise(problem, curv, side),
+        gradient_noise=curvature.gradient_noise(
+            problem, curv, side, bias_per_unit=_noise_bias_per_unit(curv, nbeta)
+        ),
     )
     anchor_noise = curv.gradient_noise
     auto_eps, auto_gam = auto_settings(curv, nbeta)
@@ -423,8 +427,19 @@ def noise_record(
     return out
 
 
+def _noise_bias_per_unit(curv: curvature.Curvature, nbeta: Any) -> Tensor:
+    """(...) κ per unit of s̄, ε nβ²/4, at the largest ε `auto_settings` may choose,
+    C_STEP/(nβ h_max)."""
+    nb = torch.as_tensor(nbeta, dtype=torch.float64)
+    return C_STEP * nb / (4 * curv.h_max.clamp(min=1e-300))
+
+
 def noise_where_chains_went(
-    problem: Problem, curv: curvature.Curvature, traces: Traces, generator: torch.Generator
+    problem: Problem,
+    curv: curvature.Curvature,
+    traces: Traces,
+    generator: torch.Generator,
+    nbeta: Any,
 ) -> curvature.Curvature:
     """`curv` with s̄ measured again at the chains' kept positions (RATIO_POSITIONS per chain,
     spread over the run) and averaged over them: the noise the chains met where the
@@ -441,7 +456,56 @@ def noise_where_chains_went(
         )
         if all(bool(torch.isfinite(a).all()) for a in at):
             pairs = curvature.NOISE_PAIRS // 2
-            measured.append(curvature.gradient_noise(problem, curv, generator, at, pairs))
+            unit = _noise_bias_per_unit(curv, nbeta)
+            measured.append(curvature.gradient_noise(problem, curv, generator, at, pairs, unit))
     if not measured:
         return curv
     return dataclasses.replace(curv, gradient_noise=torch.stack(measured).mean(0))
+
+
+#: Rows (at most) and groups of rows for `lowest_loss_at_ends`.
+LOWER_LOSS_ROWS = 4096
+LOWER_LOSS_GROUPS = 16
+
+
+def lowest_loss_at_ends(
+    problem: Problem, traces: Traces, nbeta: Any, generator: torch.Generator
+) -> Tensor:
+    """(...) min over chains of nβ(L_n(w_end) − L_n(w*)) + 3 standard errors, w_end each
+    chain's last kept position: at a minimum this is ≥ 0; clearly negative, the chains have
+    found lower loss than w* (along a flat direction that ends in a descent, say: the 5−−−
+    of c = 8) and λ̂ is pulled down by it, whatever the other checks say.
+
+    The difference is taken row by row on one random subset of at most LOWER_LOSS_ROWS
+    rows (the same rows at w_end and w*, so the loss's own spread over rows cancels), and
+    its standard error from LOWER_LOSS_GROUPS groups of those rows, with the finite-
+    population factor √(1 − rows/n) (0 when every row is used). NaN where a chain's
+    position is not finite."""
+    ends = tuple(
+        p.select(p.ndim - k - 1, -1)
+        for p, k in zip(traces.params, problem.event_ndims, strict=True)
+    )
+    anchor = tuple(
+        p.narrow(p.ndim - k - 1, 0, 1)
+        for p, k in zip(problem.params, problem.event_ndims, strict=True)
+    )
+    nb = torch.as_tensor(nbeta, dtype=torch.float64)[..., None]
+    if problem.data_batch is None:  # a potential: K(w) exactly
+        with torch.no_grad():
+            diff = (problem.loss_fn(ends, None) - problem.loss_fn(anchor, None)).double().cpu()
+        shift = nb * diff
+        return torch.where(torch.isfinite(shift), shift, torch.nan).amin(-1)
+    n = problem.n
+    rows = torch.randperm(n, generator=generator, device=generator.device)[:LOWER_LOSS_ROWS]
+    groups = []
+    with torch.no_grad():
+        for part in rows.chunk(min(LOWER_LOSS_GROUPS, len(rows))):
+            batch = problem.data_batch(part)
+            diff = problem.loss_fn(ends, batch) - problem.loss_fn(anchor, batch)
+            groups.append(diff.double().cpu())
+    diffs = torch.stack(groups)  # (group, ..., chain)
+    mean = diffs.mean(0)
+    fpc = math.sqrt(max(0.0, 1.0 - len(rows) / n))
+    se = diffs.std(0) / math.sqrt(diffs.shape[0]) * fpc if diffs.shape[0] > 1 else 0.0
+    shift = nb * (mean + 3 * se)
+    return torch.where(torch.isfinite(shift), shift, torch.nan).amin(-1)
