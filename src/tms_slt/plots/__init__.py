@@ -89,16 +89,18 @@ def _draw_llc(ax: Axes, ds: xr.Dataset, step: np.ndarray) -> None:
         markersize=4,
     )
     below = ~inside & np.isfinite(mean)
-    ax.plot(
-        step[below],
-        np.full(below.sum(), lo),
-        "v",
-        mfc="none",
-        color="C3",
-        markersize=4,
-        clip_on=False,
-        label=r"$\hat\lambda$ below the axis (unreliable)",
-    )
+    # only when there is one: an empty unclipped line collapses constrained layout
+    if below.any():
+        ax.plot(
+            step[below],
+            np.full(below.sum(), lo),
+            "v",
+            mfc="none",
+            color="C3",
+            markersize=4,
+            clip_on=False,
+            label=r"$\hat\lambda$ below the axis (unreliable)",
+        )
     if np.isfinite(theory).any():
         ax.plot(
             step,
