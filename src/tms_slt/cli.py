@@ -67,7 +67,13 @@ def _generator(config: ExperimentConfig):
 def _out_dir(args: argparse.Namespace, command: str) -> Path:
     from tms_slt.io import default_run_dir
 
-    return Path(args.out) if args.out else default_run_dir(command)
+    return _writes_to(args, Path(args.out) if args.out else default_run_dir(command))
+
+
+def _writes_to(args: argparse.Namespace, out: Path) -> Path:
+    """`out`, remembered so that an interrupted command can say what it left there."""
+    args.writes_to = out
+    return out
 
 
 #: Transitions at least this confident are printed and count when choosing the instance.
@@ -154,7 +160,7 @@ def _train_and_track(config: ExperimentConfig, *, with_llc: bool, progress: bool
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
     """Train Chen et al.'s TMS (6 features, 2 dims), estimate the LLC at every checkpoint."""
-    from tms_slt.io import save_figure, save_run
+    from tms_slt.io import save_run
     from tms_slt.plots import plot_quickstart
     from tms_slt.transitions import format_transitions
 
@@ -168,10 +174,16 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     _, llc, tracked = _train_and_track(config, with_llc=True, progress=_progress(args))
     _stop_if_all_diverged(llc)
     instance, shown = _showcase(tracked, args.instance)
+    figure = out / "quickstart.png"
     save_run(
-        out, tracked, config, command="quickstart", shown_instance=instance, traces=_traces(llc)
+        out,
+        tracked,
+        config,
+        command="quickstart",
+        shown_instance=instance,
+        traces=_traces(llc),
+        figures={figure.name: plot_quickstart(tracked, instance=instance)},
     )
-    figure = save_figure(plot_quickstart(tracked, instance=instance), out / "quickstart.png")
     print(format_table(tracked, instance))
     print(f"\ntransitions of instance {instance} (confidence >= {SHOWCASE_CONFIDENCE}):")
     print(format_transitions(shown))
@@ -231,7 +243,7 @@ def cmd_llc(args: argparse.Namespace) -> int:
     from tms_slt.sampling.llc import estimate_llc
 
     run, config, trajectory = _load_run(args)
-    out = Path(args.out) if args.out else derived_run_dir(run, "llc")
+    out = _writes_to(args, Path(args.out) if args.out else derived_run_dir(run, "llc"))
     _refuse_existing(out)
     llc = estimate_llc(
         trajectory,
@@ -296,7 +308,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         return _calibrate_usage_error(
             "--draws/--chains apply to --benchmark; a run's config sets them ([llc] table)"
         )
-    from tms_slt.io import derived_run_dir, save_figure, save_run
+    from tms_slt.io import derived_run_dir, save_run
     from tms_slt.plots import plot_calibration
     from tms_slt.sampling.calibrate import calibrate_around_auto, format_calibration
 
@@ -318,11 +330,17 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         generator=_generator(config),
         progress=_progress(args),
     )
-    out = Path(args.out) if args.out else derived_run_dir(run, "calibrate")
+    out = _writes_to(args, Path(args.out) if args.out else derived_run_dir(run, "calibrate"))
+    figure = out / "calibrate.png"
     save_run(
-        out, report, config, command="calibrate", checkpoint=int(traj.steps[k]), source=str(run)
+        out,
+        report,
+        config,
+        command="calibrate",
+        checkpoint=int(traj.steps[k]),
+        source=str(run),
+        figures={figure.name: plot_calibration(report)},
     )
-    figure = save_figure(plot_calibration(report), out / "calibrate.png")
     print(format_calibration(report))
     print(f"wrote {out / 'results.nc'}, {figure}")
     return 0
@@ -387,7 +405,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
         raise ConfigError(f"{run} is not a run directory (no {RESULTS_FILE})")
     if not 0.0 <= args.min_confidence <= 1.0:
         raise ConfigError(f"--min-confidence must be in [0, 1], got {args.min_confidence}")
-    out = Path(args.out) if args.out else derived_run_dir(run, "detect")
+    out = _writes_to(args, Path(args.out) if args.out else derived_run_dir(run, "detect"))
     transitions = detect_run(
         run, instance=args.instance, min_confidence=args.min_confidence, out_dir=out
     )
@@ -424,7 +442,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             return 0 if st.complete else 3
         from tms_slt.io import write_dataset
 
-        out = Path(args.out) if args.out else Path(args.dir) / "results.nc"
+        out = _writes_to(args, Path(args.out) if args.out else Path(args.dir) / "results.nc")
         if out.exists():
             raise ConfigError(
                 f"{out} exists (collected before); tms-slt never overwrites it: pass --out FILE.nc"
@@ -476,7 +494,7 @@ def _sweep_plot(args: argparse.Namespace) -> int:
         raise ConfigError("usage: tms-slt sweep plot DIR [--out FILE.png]")
     stored = Path(args.dir) / RESULTS_FILE
     collected = read_dataset(stored) if stored.exists() else collect(args.dir)
-    out = Path(args.out) if args.out else Path(args.dir) / "sweep.png"
+    out = _writes_to(args, Path(args.out) if args.out else Path(args.dir) / "sweep.png")
     if out.exists():
         raise ConfigError(f"{out} exists; tms-slt never overwrites it: pass --out FILE.png")
     save_figure(plot_sweep(collected), out)
@@ -498,7 +516,7 @@ def cmd_figures(args: argparse.Namespace) -> int:
     if unknown:
         raise ConfigError(f"unknown study {unknown[0]!r}; known: {', '.join(STUDIES)}")
     if args.quick:
-        out = Path(args.out) if args.out else default_run_dir("figures-quick")
+        out = _writes_to(args, Path(args.out) if args.out else default_run_dir("figures-quick"))
         _refuse_existing(out)
         data = out / "data"
         for study in studies:
@@ -677,10 +695,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The exit status of a command stopped by Ctrl-C (SIGINT), as a shell reports it.
+INTERRUPTED = 130
+
+
+def _interrupted(args: argparse.Namespace) -> str:
+    """What an interrupted command left: run directories and files appear whole or not at
+    all (`io.save_run`), and a sweep keeps its finished points."""
+    from tms_slt.io import RESULTS_FILE
+
+    out = getattr(args, "writes_to", None)
+    if out is None:
+        return "interrupted; nothing written"
+    if args.command == "sweep" and args.target not in ("collect", "plot"):
+        return f"interrupted; finished points in {out} are kept: run the same command to resume"
+    if out.is_file() or (out / RESULTS_FILE).is_file():
+        return f"interrupted after {out} was written in full"
+    if out.exists() and args.command in ("detect", "figures"):  # several files, one by one
+        return f"interrupted; {out} holds only what finished"
+    return f"interrupted; nothing written to {out}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
+    except KeyboardInterrupt:
+        print(f"tms-slt {args.command}: {_interrupted(args)}", file=sys.stderr)
+        return INTERRUPTED
     except ConfigError as err:
         print(f"tms-slt: config error: {err}", file=sys.stderr)
         return 2

@@ -259,3 +259,52 @@ def test_figures_are_readable_at_a_glance(quickstart_dir):
     labels = [t for t in quick.axes[0].texts if t.get_text()]
     positions = [(round(np.log10(t.xy[0]), 2), round(t.xy[1], 2)) for t in labels]
     assert len(set(positions)) == len(positions)  # no two configuration labels on one spot
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 100 KiB tmpfs, smaller than a tiny quickstart's files; skipped where mounting is not
+    permitted (it needs root)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=100k", "tmpfs", str(disk)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.strip() or 'not root'}")
+    yield disk
+    subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing_half_written(small_disk, tiny_toml):
+    out = small_disk / "q"
+    done = run("quickstart", "--config", str(tiny_toml), "--out", str(out), "--quiet")
+    assert done.returncode == 1, done.stderr
+    line = one_line(done.stderr)
+    assert "disk full" in line and str(out) in line
+    assert list(small_disk.iterdir()) == []  # no config.toml alone, no temp files
+
+
+def test_ctrl_c_is_one_line_exit_130_and_leaves_no_run(tmp_path, tiny_toml):
+    import signal
+    import time
+
+    out = tmp_path / "t"
+    env = {**os.environ, "PYTHONWARNINGS": "default"}
+    argv = ["train", "--config", str(tiny_toml), "--set", "train.num_steps=100000000"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tms_slt.cli", *argv, "--out", str(out), "--quiet"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    # long enough for the imports to finish and training to start (~3 s on 2 busy cores)
+    time.sleep(12)
+    assert proc.poll() is None, proc.stderr.read()
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert f"interrupted; nothing written to {out}" in one_line(stderr)
+    assert not out.exists()
