@@ -212,8 +212,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _load_run(args: argparse.Namespace):
-    """(run directory, config, Trajectory) of a `tms-slt train` run; its config.toml is
-    used unless --config is given."""
+    """(run directory, config, Trajectory) of a `tms-slt train` run: the config it was
+    trained with (its config.toml), with the llc.*, seed and device settings of --config,
+    --set, --seed and --device applied; nothing else can change a trained run."""
     from tms_slt.io import CONFIG_FILE, RESULTS_FILE, read_dataset
     from tms_slt.training import Trajectory
 
@@ -222,9 +223,12 @@ def _load_run(args: argparse.Namespace):
         raise ConfigError(
             f"{run} is not a run directory (no {RESULTS_FILE}); run `tms-slt train` first"
         )
-    if args.config is None and (run / CONFIG_FILE).exists():
-        args.config = str(run / CONFIG_FILE)
-    config = _load(args)
+    if not (run / CONFIG_FILE).is_file():
+        raise ConfigError(
+            f"{run / CONFIG_FILE} is missing: `tms-slt {args.command}` needs the config the run "
+            f"was trained with (a copy is results.nc's `config` attribute)"
+        )
+    config = _derived_config(args, load_config(run / CONFIG_FILE))
     stored = read_dataset(run / RESULTS_FILE)
     try:
         trajectory = Trajectory.from_xarray(stored, config)
@@ -234,6 +238,43 @@ def _load_run(args: argparse.Namespace):
             "a `tms-slt train` or `quickstart` run"
         ) from None
     return run, config, trajectory
+
+
+def _derivable(key: str) -> bool:
+    """Whether a run derived from a trained one (`llc`, `calibrate`) can apply `key`: how λ̂
+    is estimated, not what was trained."""
+    return key.startswith("llc.") or key in ("seed", "device")
+
+
+def _derived_config(args: argparse.Namespace, trained: ExperimentConfig) -> ExperimentConfig:
+    """`trained` with the derivable settings of --config, --set, --seed and --device.
+
+    A data, model, train or schedule key is refused unless it repeats the trained value (so
+    passing the run's own config file works): it would be recorded but not computed."""
+    from tms_slt.config import (
+        check_keys,
+        config_to_dict,
+        flatten,
+        parse_override,
+        read_toml,
+        with_overrides,
+    )
+
+    given = flatten(read_toml(args.config)) if args.config else {}
+    given |= dict(parse_override(text) for text in args.set or [])
+    given |= {k: v for k, v in (("seed", args.seed), ("device", args.device)) if v is not None}
+    check_keys(given)
+    recorded = flatten(config_to_dict(trained))
+    for key, value in given.items():
+        if not _derivable(key) and recorded.get(key) != value:
+            raise ConfigError(
+                f"{key} = {value!r} cannot apply: `tms-slt {args.command}` works on the model "
+                f"as it was trained ({key} = {recorded.get(key)!r}); only llc.*, seed and "
+                "device apply here (train a new run to change it)"
+            )
+    config = with_overrides(trained, {k: v for k, v in given.items() if _derivable(k)})
+    _check_device_available(config.device)
+    return config
 
 
 def cmd_llc(args: argparse.Namespace) -> int:
@@ -550,6 +591,21 @@ def _experiment(root: Path, study: str, name: str):
     return module
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line (exit code 2), like every other error."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _seed(text: str) -> int:
+    """argparse type: an integer (its range is the config's check, `experiment.seed`)."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
+
+
 def _positive_int(text: str) -> int:
     """argparse type: an integer ≥ 1 (a pool of 0 or −1 workers would compute nothing)."""
     try:
@@ -645,13 +701,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override one config field, e.g. --set train.lr=0.01 (repeatable)",
     )
-    parser.add_argument("--seed", type=int, help="override the config's seed")
+    parser.add_argument("--seed", type=_seed, help="override the config's seed")
     parser.add_argument("--device", help="torch device, e.g. cpu or cuda (default: config, cpu)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tms-slt",
         description="Singular learning theory for toy models of superposition.",
     )

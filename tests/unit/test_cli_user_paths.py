@@ -308,3 +308,78 @@ def test_ctrl_c_is_one_line_exit_130_and_leaves_no_run(tmp_path, tiny_toml):
     assert proc.returncode == 130, stderr
     assert f"interrupted; nothing written to {out}" in one_line(stderr)
     assert not out.exists()
+
+
+def test_llc_records_what_it_computed_and_refuses_what_it_cannot(tmp_path, quickstart_dir):
+    import arviz as az
+
+    from tms_slt.config import load_config
+
+    refused = run(
+        "llc", str(quickstart_dir), "--set", "data.n_features=8", "--out", str(tmp_path / "r")
+    )
+    assert refused.returncode == 2
+    line = one_line(refused.stderr)
+    assert "data.n_features" in line and "only llc.*" in line
+    assert not (tmp_path / "r").exists()
+
+    out = tmp_path / "l"
+    settings = ["llc.num_chains=3", "llc.num_draws=30", "llc.num_burnin=10"]
+    done = run(
+        "llc", str(quickstart_dir), *(f"--set={s}" for s in settings), "--out", str(out), "--quiet"
+    )
+    assert done.returncode == 0, done.stderr
+    trained, derived = load_config(quickstart_dir / "config.toml"), load_config(out / "config.toml")
+    assert derived.data == trained.data and derived.train == trained.train
+    assert (derived.llc.num_chains, derived.llc.num_draws) == (3, 30)
+    assert az.from_netcdf(out / "traces.nc").posterior.sizes["chain"] == 3
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "results.nc").write_bytes((quickstart_dir / "results.nc").read_bytes())
+    done = run("llc", str(bare), "--quiet")
+    assert done.returncode == 2 and "config.toml is missing" in one_line(done.stderr)
+    assert sorted(p.name for p in bare.iterdir()) == ["results.nc"]  # no defaults recorded
+
+
+RAMP_PAST_THE_END = """
+[data]
+n_features = 5
+sparsity = 0.6
+n_train = 0
+
+[model]
+n_hidden = 2
+
+[train]
+num_steps = 40
+
+[[schedule]]
+parameter = "sparsity"
+start = 0.6
+end = 0.97
+begin = 10
+finish = 9000
+"""
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--config", "{ramp}"], ["schedule.finish", "train.num_steps=40", "9000"]),
+        (["--seed", "1e20"], ["--seed", "'1e20'"]),
+        (["--seed", str(10**20)], ["experiment.seed", str(10**20)]),
+        (["--config", "{latin1}"], ["latin1.toml", "not UTF-8"]),
+        (["--set", "llc.num_chains=1"], ["llc.num_chains", "R-hat"]),
+    ],
+    ids=["ramp-past-the-end", "seed-float", "seed-huge", "not-utf8", "one-chain"],
+)
+def test_bad_values_stop_with_one_line(tmp_path, argv, expected):
+    (tmp_path / "ramp.toml").write_text(RAMP_PAST_THE_END)
+    (tmp_path / "latin1.toml").write_bytes("seed = 1  # café\n".encode("latin-1"))
+    argv = [a.format(ramp=tmp_path / "ramp.toml", latin1=tmp_path / "latin1.toml") for a in argv]
+    done = run("quickstart", *argv, "--out", str(tmp_path / "o"), "--quiet")
+    assert done.returncode == 2, done.stderr
+    line = one_line(done.stderr)
+    assert all(text in line for text in expected), line
+    assert not (tmp_path / "o").exists()
