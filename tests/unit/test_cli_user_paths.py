@@ -19,8 +19,10 @@ from tms_slt.config import config_to_toml
 from tms_slt.io import read_dataset
 
 
-def run(*argv: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONWARNINGS": "default"}
+def run(
+    *argv: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    env = {**(os.environ if env is None else env), "PYTHONWARNINGS": "default"}
     return subprocess.run(
         [sys.executable, "-m", "tms_slt.cli", *argv],
         capture_output=True,
@@ -383,3 +385,47 @@ def test_bad_values_stop_with_one_line(tmp_path, argv, expected):
     line = one_line(done.stderr)
     assert all(text in line for text in expected), line
     assert not (tmp_path / "o").exists()
+
+
+def test_no_delta_llc_from_unreliable_estimates(tmp_path, quickstart_dir):
+    """Every λ̂ marked unreliable: detect reports no ΔLLC (and no LLC signal) at all."""
+    from tms_slt.io import write_dataset
+
+    ds = read_dataset(quickstart_dir / "results.nc")
+    run_dir = tmp_path / "unreliable"
+    write_dataset(run_dir / "results.nc", ds.assign(llc_reliable=ds["llc_reliable"] & False))
+    done = run("detect", str(run_dir), "--out", str(tmp_path / "det"))
+    assert done.returncode == 0, done.stderr
+    found = json.loads((tmp_path / "det" / "transitions.json").read_text())["transitions"]
+    assert found, "the tiny run has configuration changes to detect"
+    assert all(t["delta_llc"] is None and "llc" not in t["signals"] for t in found)
+    header, *rows = [line for line in done.stdout.splitlines() if line.strip()][:-1]
+    column = header.index("ΔLLC")
+    assert all(row[column : column + 4].strip() == "-" for row in rows), done.stdout
+
+
+def test_kernel_cache_never_loads_a_library_planted_in_a_shared_directory(tmp_path, tiny_toml):
+    """~/.cache unusable: the fallback <tmp>/tms_slt-<uid> is predictable, so one made by
+    someone else (world-writable here, or another user's) holding a 'kernel' is ignored."""
+    import shutil
+
+    from tms_slt.native_build import library_name, shape_defines
+
+    compiler = os.environ.get("CC", "cc")
+    if shutil.which(compiler) is None:
+        pytest.skip("no C compiler: no kernel is built or loaded")
+    home, tmp = tmp_path / "home-is-a-file", tmp_path / "tmp"
+    home.write_text("")
+    planted = tmp / f"tms_slt-{os.getuid()}"
+    planted.mkdir(parents=True)
+    os.chmod(planted, 0o777)
+    name = library_name(compiler, "tms_slt", "tms_train.c", shape_defines(2, 6))
+    (planted / name).write_bytes(b"not a library: loading it would fail (or run its code)")
+    if os.getuid() == 0:
+        os.chown(planted, 65534, 65534)
+    env = {k: v for k, v in os.environ.items() if k not in ("XDG_CACHE_HOME", "TMS_SLT_CACHE")}
+    env |= {"HOME": str(home), "TMPDIR": str(tmp)}
+    argv = ["--config", str(tiny_toml), "--set", "train.backend=native", "--quiet"]
+    done = run("train", *argv, "--out", str(tmp_path / "t"), env=env)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in planted.iterdir()) == [name]  # untouched, nothing added
