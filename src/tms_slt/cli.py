@@ -528,7 +528,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def _sweep_plot(args: argparse.Namespace) -> int:
     """`tms-slt sweep plot DIR`: the collected observables against the sweep axes."""
     from tms_slt.io import RESULTS_FILE, read_dataset, save_figure
-    from tms_slt.plots import plot_sweep
+    from tms_slt.plots import plot_sweep, unreliable_cells
     from tms_slt.sweep import collect
 
     if args.dir is None:
@@ -539,7 +539,9 @@ def _sweep_plot(args: argparse.Namespace) -> int:
     if out.exists():
         raise ConfigError(f"{out} exists; tms-slt never overwrites it: pass --out FILE.png")
     save_figure(plot_sweep(collected), out)
-    print(f"wrote {out}")
+    bad = unreliable_cells(collected)
+    marked = f" ({int(bad.sum())} of {bad.size} λ̂ unreliable, marked x)" if bad is not None else ""
+    print(f"wrote {out}{marked}")
     return 0
 
 

@@ -233,6 +233,9 @@ def test_sweep_collect_keeps_diagnostics_and_plots(tmp_path, tiny_config):
     done = run("sweep", "plot", str(out))
     assert done.returncode == 0, done.stderr
     assert (out / "sweep.png").stat().st_size > 0
+    # a point is unreliable when any instance's λ̂ averaged into it is
+    bad = ~collected["llc_reliable"].all("instance")
+    assert f"({int(bad.sum())} of {bad.size} λ̂ unreliable, marked x)" in done.stdout
     again = run("sweep", "collect", str(out))
     assert again.returncode == 2 and "never overwrites" in one_line(again.stderr)
 
@@ -429,3 +432,23 @@ def test_kernel_cache_never_loads_a_library_planted_in_a_shared_directory(tmp_pa
     done = run("train", *argv, "--out", str(tmp_path / "t"), env=env)
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in planted.iterdir()) == [name]  # untouched, nothing added
+
+
+def test_sweep_heat_map_marks_unreliable_cells():
+    import xarray as xr
+
+    from tms_slt.plots import plot_sweep
+
+    shape = {"data.sparsity": [0.1, 0.5], "data.n_train": [100, 200], "instance": [0, 1]}
+    dims = tuple(shape)
+    reliable = np.ones((2, 2, 2), dtype=bool)
+    reliable[1, 0, 1] = False  # one instance of one cell
+    collected = xr.Dataset(
+        {"llc_mean": (dims, np.full((2, 2, 2), 2.0)), "llc_reliable": (dims, reliable)},
+        coords=shape,
+        attrs={"sweep_axes": json.dumps(["data.sparsity", "data.n_train"])},
+    )
+    (ax,) = [a for a in plot_sweep(collected).axes if a.get_title()]
+    assert "1 of 4 unreliable" in ax.get_title()
+    marks = {(float(x), float(y)) for line in ax.get_lines() for x, y in line.get_xydata()}
+    assert marks == {(0.0, 1.0)}  # column n_train=100, row sparsity=0.5
