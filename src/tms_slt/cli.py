@@ -349,7 +349,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         return _calibrate_usage_error(
             "--draws/--chains apply to --benchmark; a run's config sets them ([llc] table)"
         )
-    from tms_slt.io import derived_run_dir, save_run
+    from tms_slt.io import RESULTS_FILE, derived_run_dir, read_dataset, save_run
     from tms_slt.plots import plot_calibration
     from tms_slt.sampling.calibrate import calibrate_around_auto, format_calibration
 
@@ -371,6 +371,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         generator=_generator(config),
         progress=_progress(args),
     )
+    stored = read_dataset(run / RESULTS_FILE)
+    if "llc_theory" in stored:  # the known λ of the anchors' k-gons, for the figure's line
+        report = report.assign(llc_theory=stored["llc_theory"].isel(checkpoint=[k]))
     out = _writes_to(args, Path(args.out) if args.out else derived_run_dir(run, "calibrate"))
     figure = out / "calibrate.png"
     save_run(

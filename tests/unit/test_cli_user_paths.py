@@ -166,6 +166,33 @@ def test_calibrate_prints_a_table_and_draws_a_figure(tmp_path, quickstart_dir):
     assert "automatic settings" in done.stdout and "<- automatic" in done.stdout
     assert "{(" not in done.stdout  # no raw dict
     assert (out / "calibrate.png").stat().st_size > 0
+    report = read_dataset(out / "results.nc")
+    trained = read_dataset(quickstart_dir / "results.nc")["llc_theory"].isel(checkpoint=-1)
+    np.testing.assert_array_equal(report["llc_theory"].squeeze("checkpoint"), trained)
+    _assert_calibration_figure_reads_at_a_glance(report)
+
+
+def _assert_calibration_figure_reads_at_a_glance(report):
+    """ε tick labels that do not overlap, and the known λ as a line where there is one."""
+    import itertools
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from tms_slt.plots import plot_calibration
+
+    known = np.full(report["llc_theory"].shape, np.nan)
+    known[..., -1] = 4.5
+    fig = plot_calibration(report.assign(llc_theory=(report["llc_theory"].dims, known)))
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    for ax in fig.axes:
+        labels = ax.get_xticklabels(minor=True) + ax.get_xticklabels()
+        boxes = [t.get_window_extent(renderer) for t in labels if t.get_text() and t.get_visible()]
+        boxes.sort(key=lambda b: b.x0)
+        assert all(a.x1 <= b.x0 for a, b in itertools.pairwise(boxes)), [
+            t.get_text() for t in labels
+        ]
+    flat = [line for line in fig.axes[-1].get_lines() if len(set(line.get_ydata())) == 1]
+    assert any(line.get_ydata()[0] == 4.5 for line in flat)
 
 
 def test_one_name_per_quantity_and_attrs_on_every_variable(quickstart_dir):

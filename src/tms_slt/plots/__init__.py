@@ -358,12 +358,41 @@ def plot_calibration(report: xr.Dataset, *, max_panels: int = 6) -> Figure:
             color="k",
             label="automatic",
         )
-        ax.set_xscale("log")
+        _reference_llc(ax, point)
+        _step_size_ticks(ax, eps)
         ax.set_xlabel("step size ε")
         ax.set_title(", ".join(f"{d} {point[d].item()}" for d in lead) or "anchor", fontsize=8)
     axes[0].set_ylabel(r"$\hat\lambda$ ± MCSE")
-    axes[0].legend(fontsize=7)
+    for ax in axes:  # the legend where the reference line is, else on the first panel
+        if any(line.get_label() == _THEORY_LABEL for line in ax.get_lines()):
+            ax.legend(fontsize=7)
+            break
+    else:
+        axes[0].legend(fontsize=7)
     return fig
+
+
+_THEORY_LABEL = r"$\lambda$ of the k-gon (theory)"
+
+
+def _reference_llc(ax: Axes, point: xr.Dataset) -> None:
+    """The known λ of the anchor's configuration (`llc_theory`, `theory.kgon_llc`), dashed,
+    where the report carries it: what the flat stretch of λ̂ should sit on."""
+    if "llc_theory" not in point or not np.isfinite(float(point["llc_theory"])):
+        return
+    ax.axhline(float(point["llc_theory"]), color="k", ls="--", lw=1, label=_THEORY_LABEL)
+
+
+def _step_size_ticks(ax: Axes, eps: np.ndarray, max_labels: int = 5) -> None:
+    """Log ε axis labelled at (every other, ...) grid value, rotated, without the minor
+    labels matplotlib adds when the grid spans less than a decade (they overlap)."""
+    from matplotlib.ticker import NullFormatter, NullLocator
+
+    ax.set_xscale("log")
+    every = int(np.ceil(len(eps) / max_labels))
+    ax.set_xticks(eps[::every], [f"{e:.2g}" for e in eps[::every]], rotation=30, fontsize=7)
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 #: What `plot_sweep` draws, when present: (variable, label).
