@@ -223,13 +223,13 @@ def _load_run(args: argparse.Namespace):
         raise ConfigError(
             f"{run} is not a run directory (no {RESULTS_FILE}); run `tms-slt train` first"
         )
+    stored = read_dataset(run / RESULTS_FILE)
     if not (run / CONFIG_FILE).is_file():
         raise ConfigError(
             f"{run / CONFIG_FILE} is missing: `tms-slt {args.command}` needs the config the run "
             f"was trained with (a copy is results.nc's `config` attribute)"
         )
     config = _derived_config(args, load_config(run / CONFIG_FILE))
-    stored = read_dataset(run / RESULTS_FILE)
     try:
         trajectory = Trajectory.from_xarray(stored, config)
     except KeyError as err:
