@@ -335,9 +335,9 @@ def save_run(
 def publish(run_dir: Path, files: dict[str, bytes]) -> None:
     """Write `files` into a staging directory beside `run_dir`, then move them into place:
     a rename each, which needs no space, so a full disk stops before `run_dir` changes."""
+    check_space(run_dir, sum(len(data) for data in files.values()))
     parent = run_dir.parent
     parent.mkdir(parents=True, exist_ok=True)
-    check_space(run_dir, sum(len(data) for data in files.values()))
     staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{run_dir.name}.", suffix=".tmp"))
     try:
         for name, data in files.items():
