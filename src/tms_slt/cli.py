@@ -551,7 +551,7 @@ def _sweep_plot(args: argparse.Namespace) -> int:
 def cmd_figures(args: argparse.Namespace) -> int:
     """Rebuild paper/figures and paper/tables from saved results (paper/data), no training.
 
-    With --quick, first run every study's experiment scripts in quick mode (seconds) into a
+    With --quick, first run every study's experiment scripts in quick mode (minutes) into a
     new directory, then build the figures there: the pipeline end to end, paper/ untouched.
     """
     from tms_slt.io import default_run_dir
@@ -746,7 +746,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--quick",
                 action="store_true",
-                help="run the studies' experiments in quick mode into --out first (seconds)",
+                help="run the studies' experiments in quick mode into --out first (minutes)",
             )
             p.add_argument("--data", metavar="DIR", help="saved results (default paper/data)")
             p.add_argument(
