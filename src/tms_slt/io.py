@@ -272,12 +272,13 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(obj).__name__}")
 
 
-def _json_text(obj: Any) -> str:
+def json_text(obj: Any) -> str:
+    """`obj` as indented JSON (numpy scalars and arrays as plain numbers and lists)."""
     return json.dumps(obj, indent=2, default=_json_default) + "\n"
 
 
 def write_json(path: str | Path, obj: Any) -> Path:
-    return atomic_write_text(path, _json_text(obj))
+    return atomic_write_text(path, json_text(obj))
 
 
 class RunExistsError(FileExistsError):
@@ -325,7 +326,7 @@ def save_run(
         files[TRACES_FILE] = inference_data_bytes(traces)
     for name, fig in (figures or {}).items():
         files[name] = figure_png(fig)
-    files[META_FILE] = _json_text(meta).encode()
+    files[META_FILE] = json_text(meta).encode()
     # results.nc last: its presence is what marks a run directory as complete
     files[RESULTS_FILE] = dataset_bytes(describe(_with_provenance(results, meta)))
     publish(run_dir, files)
