@@ -453,8 +453,8 @@ def test_kernel_cache_never_loads_a_library_planted_in_a_shared_directory(tmp_pa
     (planted / name).write_bytes(b"not a library: loading it would fail (or run its code)")
     if os.getuid() == 0:
         os.chown(planted, 65534, 65534)
-    env = {k: v for k, v in os.environ.items() if k not in ("XDG_CACHE_HOME", "TMS_SLT_CACHE")}
-    env |= {"HOME": str(home), "TMPDIR": str(tmp)}
+    env = {k: v for k, v in os.environ.items() if k != "TMS_SLT_CACHE"}
+    env |= {"HOME": str(home), "XDG_CACHE_HOME": str(home), "TMPDIR": str(tmp)}
     argv = ["--config", str(tiny_toml), "--set", "train.backend=native", "--quiet"]
     done = run("train", *argv, "--out", str(tmp_path / "t"), env=env)
     assert done.returncode == 0, done.stderr
