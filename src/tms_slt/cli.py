@@ -622,6 +622,14 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _chain_count(text: str) -> int:
+    """argparse type: a number of SGLD chains, ≥ 2 (R-hat compares chains; one has none)."""
+    value = _positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError("expected at least 2 chains (R-hat compares chains)")
+    return value
+
+
 def _add_sweep_parser(sub) -> None:
     """`tms-slt sweep CONFIG.toml --out DIR [--scheduler ADDR | --dask-local N | --processes N]`,
     `tms-slt sweep status DIR`, `tms-slt sweep collect DIR [--out FILE.nc]`."""
@@ -685,13 +693,13 @@ def _add_calibrate_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--draws",
-        type=int,
+        type=_positive_int,
         help="--benchmark: draws per chain, a quarter of them burn-in (default 2000)",
     )
     p.add_argument(
         "--chains",
-        type=int,
-        help="--benchmark: chains per setting and model (default 4)",
+        type=_chain_count,
+        help="--benchmark: chains per setting and model, at least 2 (default 4)",
     )
 
 

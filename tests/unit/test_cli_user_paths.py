@@ -398,19 +398,20 @@ finish = 9000
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["--config", "{ramp}"], ["schedule.finish", "train.num_steps=40", "9000"]),
-        (["--seed", "1e20"], ["--seed", "'1e20'"]),
-        (["--seed", str(10**20)], ["experiment.seed", str(10**20)]),
-        (["--config", "{latin1}"], ["latin1.toml", "not UTF-8"]),
-        (["--set", "llc.num_chains=1"], ["llc.num_chains", "R-hat"]),
+        (["quickstart", "--config", "{ramp}"], ["schedule.finish", "train.num_steps=40", "9000"]),
+        (["quickstart", "--seed", "1e20"], ["--seed", "'1e20'"]),
+        (["quickstart", "--seed", str(10**20)], ["experiment.seed", str(10**20)]),
+        (["quickstart", "--config", "{latin1}"], ["latin1.toml", "not UTF-8"]),
+        (["quickstart", "--set", "llc.num_chains=1"], ["llc.num_chains", "R-hat"]),
+        (["calibrate", "--benchmark", "--chains", "1"], ["--chains", "R-hat"]),
     ],
-    ids=["ramp-past-the-end", "seed-float", "seed-huge", "not-utf8", "one-chain"],
+    ids=["ramp-past-the-end", "seed-float", "seed-huge", "not-utf8", "one-chain", "one-chain-b"],
 )
 def test_bad_values_stop_with_one_line(tmp_path, argv, expected):
     (tmp_path / "ramp.toml").write_text(RAMP_PAST_THE_END)
     (tmp_path / "latin1.toml").write_bytes("seed = 1  # café\n".encode("latin-1"))
     argv = [a.format(ramp=tmp_path / "ramp.toml", latin1=tmp_path / "latin1.toml") for a in argv]
-    done = run("quickstart", *argv, "--out", str(tmp_path / "o"), "--quiet")
+    done = run(*argv, "--out", str(tmp_path / "o"), "--quiet")
     assert done.returncode == 2, done.stderr
     line = one_line(done.stderr)
     assert all(text in line for text in expected), line
