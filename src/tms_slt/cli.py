@@ -604,11 +604,18 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _seed(text: str) -> int:
-    """argparse type: an integer (its range is the config's check, `experiment.seed`)."""
+    """argparse type: a seed, an integer in [0, 2**63) as `experiment.seed` (calibrate
+    --benchmark seeds a generator with it directly)."""
+    from tms_slt.config import MAX_SEED
+
+    message = f"expected an integer seed in [0, 2**63), got {text!r}"
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
+        raise argparse.ArgumentTypeError(message) from None
+    if not 0 <= value < MAX_SEED:
+        raise argparse.ArgumentTypeError(message)
+    return value
 
 
 def _positive_int(text: str) -> int:

@@ -400,7 +400,7 @@ finish = 9000
     [
         (["quickstart", "--config", "{ramp}"], ["schedule.finish", "train.num_steps=40", "9000"]),
         (["quickstart", "--seed", "1e20"], ["--seed", "'1e20'"]),
-        (["quickstart", "--seed", str(10**20)], ["experiment.seed", str(10**20)]),
+        (["quickstart", "--seed", str(10**20)], ["--seed", str(10**20)]),
         (["quickstart", "--config", "{latin1}"], ["latin1.toml", "not UTF-8"]),
         (["quickstart", "--set", "llc.num_chains=1"], ["llc.num_chains", "R-hat"]),
         (["calibrate", "--benchmark", "--chains", "1"], ["--chains", "R-hat"]),
