@@ -67,7 +67,13 @@ def _generator(config: ExperimentConfig):
 def _out_dir(args: argparse.Namespace, command: str) -> Path:
     from tms_slt.io import default_run_dir
 
-    return Path(args.out) if args.out else default_run_dir(command)
+    return _writes_to(args, Path(args.out) if args.out else default_run_dir(command))
+
+
+def _writes_to(args: argparse.Namespace, out: Path) -> Path:
+    """`out`, remembered so that an interrupted command can say what it left there."""
+    args.writes_to = out
+    return out
 
 
 #: Transitions at least this confident are printed and count when choosing the instance.
@@ -154,7 +160,7 @@ def _train_and_track(config: ExperimentConfig, *, with_llc: bool, progress: bool
 
 def cmd_quickstart(args: argparse.Namespace) -> int:
     """Train Chen et al.'s TMS (6 features, 2 dims), estimate the LLC at every checkpoint."""
-    from tms_slt.io import save_figure, save_run
+    from tms_slt.io import save_run
     from tms_slt.plots import plot_quickstart
     from tms_slt.transitions import format_transitions
 
@@ -168,10 +174,16 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     _, llc, tracked = _train_and_track(config, with_llc=True, progress=_progress(args))
     _stop_if_all_diverged(llc)
     instance, shown = _showcase(tracked, args.instance)
+    figure = out / "quickstart.png"
     save_run(
-        out, tracked, config, command="quickstart", shown_instance=instance, traces=_traces(llc)
+        out,
+        tracked,
+        config,
+        command="quickstart",
+        shown_instance=instance,
+        traces=_traces(llc),
+        figures={figure.name: plot_quickstart(tracked, instance=instance)},
     )
-    figure = save_figure(plot_quickstart(tracked, instance=instance), out / "quickstart.png")
     print(format_table(tracked, instance))
     print(f"\ntransitions of instance {instance} (confidence >= {SHOWCASE_CONFIDENCE}):")
     print(format_transitions(shown))
@@ -200,8 +212,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _load_run(args: argparse.Namespace):
-    """(run directory, config, Trajectory) of a `tms-slt train` run; its config.toml is
-    used unless --config is given."""
+    """(run directory, config, Trajectory) of a `tms-slt train` run: the config it was
+    trained with (its config.toml), with the llc.*, seed and device settings of --config,
+    --set, --seed and --device applied; nothing else can change a trained run."""
     from tms_slt.io import CONFIG_FILE, RESULTS_FILE, read_dataset
     from tms_slt.training import Trajectory
 
@@ -210,10 +223,13 @@ def _load_run(args: argparse.Namespace):
         raise ConfigError(
             f"{run} is not a run directory (no {RESULTS_FILE}); run `tms-slt train` first"
         )
-    if args.config is None and (run / CONFIG_FILE).exists():
-        args.config = str(run / CONFIG_FILE)
-    config = _load(args)
     stored = read_dataset(run / RESULTS_FILE)
+    if not (run / CONFIG_FILE).is_file():
+        raise ConfigError(
+            f"{run / CONFIG_FILE} is missing: `tms-slt {args.command}` needs the config the run "
+            f"was trained with (a copy is results.nc's `config` attribute)"
+        )
+    config = _derived_config(args, load_config(run / CONFIG_FILE))
     try:
         trajectory = Trajectory.from_xarray(stored, config)
     except KeyError as err:
@@ -224,6 +240,43 @@ def _load_run(args: argparse.Namespace):
     return run, config, trajectory
 
 
+def _derivable(key: str) -> bool:
+    """Whether a run derived from a trained one (`llc`, `calibrate`) can apply `key`: how λ̂
+    is estimated, not what was trained."""
+    return key.startswith("llc.") or key in ("seed", "device")
+
+
+def _derived_config(args: argparse.Namespace, trained: ExperimentConfig) -> ExperimentConfig:
+    """`trained` with the derivable settings of --config, --set, --seed and --device.
+
+    A data, model, train or schedule key is refused unless it repeats the trained value (so
+    passing the run's own config file works): it would be recorded but not computed."""
+    from tms_slt.config import (
+        check_keys,
+        config_to_dict,
+        flatten,
+        parse_override,
+        read_toml,
+        with_overrides,
+    )
+
+    given = flatten(read_toml(args.config)) if args.config else {}
+    given |= dict(parse_override(text) for text in args.set or [])
+    given |= {k: v for k, v in (("seed", args.seed), ("device", args.device)) if v is not None}
+    check_keys(given)
+    recorded = flatten(config_to_dict(trained))
+    for key, value in given.items():
+        if not _derivable(key) and recorded.get(key) != value:
+            raise ConfigError(
+                f"{key} = {value!r} cannot apply: `tms-slt {args.command}` works on the model "
+                f"as it was trained ({key} = {recorded.get(key)!r}); only llc.*, seed and "
+                "device apply here (train a new run to change it)"
+            )
+    config = with_overrides(trained, {k: v for k, v in given.items() if _derivable(k)})
+    _check_device_available(config.device)
+    return config
+
+
 def cmd_llc(args: argparse.Namespace) -> int:
     """Estimate the LLC at every checkpoint of a trained run directory, into a new run
     directory (default RUN_DIR/llc-<time>) that records the run it came from."""
@@ -231,7 +284,7 @@ def cmd_llc(args: argparse.Namespace) -> int:
     from tms_slt.sampling.llc import estimate_llc
 
     run, config, trajectory = _load_run(args)
-    out = Path(args.out) if args.out else derived_run_dir(run, "llc")
+    out = _writes_to(args, Path(args.out) if args.out else derived_run_dir(run, "llc"))
     _refuse_existing(out)
     llc = estimate_llc(
         trajectory,
@@ -296,7 +349,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         return _calibrate_usage_error(
             "--draws/--chains apply to --benchmark; a run's config sets them ([llc] table)"
         )
-    from tms_slt.io import derived_run_dir, save_figure, save_run
+    from tms_slt.io import RESULTS_FILE, derived_run_dir, read_dataset, save_run
     from tms_slt.plots import plot_calibration
     from tms_slt.sampling.calibrate import calibrate_around_auto, format_calibration
 
@@ -318,11 +371,20 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         generator=_generator(config),
         progress=_progress(args),
     )
-    out = Path(args.out) if args.out else derived_run_dir(run, "calibrate")
+    stored = read_dataset(run / RESULTS_FILE)
+    if "llc_theory" in stored:  # the known λ of the anchors' k-gons, for the figure's line
+        report = report.assign(llc_theory=stored["llc_theory"].isel(checkpoint=[k]))
+    out = _writes_to(args, Path(args.out) if args.out else derived_run_dir(run, "calibrate"))
+    figure = out / "calibrate.png"
     save_run(
-        out, report, config, command="calibrate", checkpoint=int(traj.steps[k]), source=str(run)
+        out,
+        report,
+        config,
+        command="calibrate",
+        checkpoint=int(traj.steps[k]),
+        source=str(run),
+        figures={figure.name: plot_calibration(report)},
     )
-    figure = save_figure(plot_calibration(report), out / "calibrate.png")
     print(format_calibration(report))
     print(f"wrote {out / 'results.nc'}, {figure}")
     return 0
@@ -387,7 +449,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
         raise ConfigError(f"{run} is not a run directory (no {RESULTS_FILE})")
     if not 0.0 <= args.min_confidence <= 1.0:
         raise ConfigError(f"--min-confidence must be in [0, 1], got {args.min_confidence}")
-    out = Path(args.out) if args.out else derived_run_dir(run, "detect")
+    out = _writes_to(args, Path(args.out) if args.out else derived_run_dir(run, "detect"))
     transitions = detect_run(
         run, instance=args.instance, min_confidence=args.min_confidence, out_dir=out
     )
@@ -424,7 +486,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             return 0 if st.complete else 3
         from tms_slt.io import write_dataset
 
-        out = Path(args.out) if args.out else Path(args.dir) / "results.nc"
+        out = _writes_to(args, Path(args.out) if args.out else Path(args.dir) / "results.nc")
         if out.exists():
             raise ConfigError(
                 f"{out} exists (collected before); tms-slt never overwrites it: pass --out FILE.nc"
@@ -469,25 +531,27 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def _sweep_plot(args: argparse.Namespace) -> int:
     """`tms-slt sweep plot DIR`: the collected observables against the sweep axes."""
     from tms_slt.io import RESULTS_FILE, read_dataset, save_figure
-    from tms_slt.plots import plot_sweep
+    from tms_slt.plots import plot_sweep, unreliable_cells
     from tms_slt.sweep import collect
 
     if args.dir is None:
         raise ConfigError("usage: tms-slt sweep plot DIR [--out FILE.png]")
     stored = Path(args.dir) / RESULTS_FILE
     collected = read_dataset(stored) if stored.exists() else collect(args.dir)
-    out = Path(args.out) if args.out else Path(args.dir) / "sweep.png"
+    out = _writes_to(args, Path(args.out) if args.out else Path(args.dir) / "sweep.png")
     if out.exists():
         raise ConfigError(f"{out} exists; tms-slt never overwrites it: pass --out FILE.png")
     save_figure(plot_sweep(collected), out)
-    print(f"wrote {out}")
+    bad = unreliable_cells(collected)
+    marked = f" ({int(bad.sum())} of {bad.size} λ̂ unreliable, marked x)" if bad is not None else ""
+    print(f"wrote {out}{marked}")
     return 0
 
 
 def cmd_figures(args: argparse.Namespace) -> int:
     """Rebuild paper/figures and paper/tables from saved results (paper/data), no training.
 
-    With --quick, first run every study's experiment scripts in quick mode (seconds) into a
+    With --quick, first run every study's experiment scripts in quick mode (minutes) into a
     new directory, then build the figures there: the pipeline end to end, paper/ untouched.
     """
     from tms_slt.io import default_run_dir
@@ -498,7 +562,7 @@ def cmd_figures(args: argparse.Namespace) -> int:
     if unknown:
         raise ConfigError(f"unknown study {unknown[0]!r}; known: {', '.join(STUDIES)}")
     if args.quick:
-        out = Path(args.out) if args.out else default_run_dir("figures-quick")
+        out = _writes_to(args, Path(args.out) if args.out else default_run_dir("figures-quick"))
         _refuse_existing(out)
         data = out / "data"
         for study in studies:
@@ -532,6 +596,28 @@ def _experiment(root: Path, study: str, name: str):
     return module
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line (exit code 2), like every other error."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _seed(text: str) -> int:
+    """argparse type: a seed, an integer in [0, 2**63) as `experiment.seed` (calibrate
+    --benchmark seeds a generator with it directly)."""
+    from tms_slt.config import MAX_SEED
+
+    message = f"expected an integer seed in [0, 2**63), got {text!r}"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(message) from None
+    if not 0 <= value < MAX_SEED:
+        raise argparse.ArgumentTypeError(message)
+    return value
+
+
 def _positive_int(text: str) -> int:
     """argparse type: an integer ≥ 1 (a pool of 0 or −1 workers would compute nothing)."""
     try:
@@ -540,6 +626,14 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer ≥ 1, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer ≥ 1, got {value}")
+    return value
+
+
+def _chain_count(text: str) -> int:
+    """argparse type: a number of SGLD chains, ≥ 2 (R-hat compares chains; one has none)."""
+    value = _positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError("expected at least 2 chains (R-hat compares chains)")
     return value
 
 
@@ -606,13 +700,13 @@ def _add_calibrate_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--draws",
-        type=int,
+        type=_positive_int,
         help="--benchmark: draws per chain, a quarter of them burn-in (default 2000)",
     )
     p.add_argument(
         "--chains",
-        type=int,
-        help="--benchmark: chains per setting and model (default 4)",
+        type=_chain_count,
+        help="--benchmark: chains per setting and model, at least 2 (default 4)",
     )
 
 
@@ -627,13 +721,13 @@ def _common(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override one config field, e.g. --set train.lr=0.01 (repeatable)",
     )
-    parser.add_argument("--seed", type=int, help="override the config's seed")
+    parser.add_argument("--seed", type=_seed, help="override the config's seed")
     parser.add_argument("--device", help="torch device, e.g. cpu or cuda (default: config, cpu)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tms-slt",
         description="Singular learning theory for toy models of superposition.",
     )
@@ -667,7 +761,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--quick",
                 action="store_true",
-                help="run the studies' experiments in quick mode into --out first (seconds)",
+                help="run the studies' experiments in quick mode into --out first (minutes)",
             )
             p.add_argument("--data", metavar="DIR", help="saved results (default paper/data)")
             p.add_argument(
@@ -677,10 +771,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The exit status of a command stopped by Ctrl-C (SIGINT), as a shell reports it.
+INTERRUPTED = 130
+
+
+def _interrupted(args: argparse.Namespace) -> str:
+    """What an interrupted command left: run directories and files appear whole or not at
+    all (`io.save_run`), and a sweep keeps its finished points."""
+    from tms_slt.io import RESULTS_FILE
+
+    out = getattr(args, "writes_to", None)
+    if out is None:
+        return "interrupted; nothing written"
+    if args.command == "sweep" and args.target not in ("collect", "plot"):
+        return f"interrupted; finished points in {out} are kept: run the same command to resume"
+    if out.is_file() or (out / RESULTS_FILE).is_file():
+        return f"interrupted after {out} was written in full"
+    if out.exists() and args.command in ("detect", "figures"):  # several files, one by one
+        return f"interrupted; {out} holds only what finished"
+    return f"interrupted; nothing written to {out}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
+    except KeyboardInterrupt:
+        print(f"tms-slt {args.command}: {_interrupted(args)}", file=sys.stderr)
+        return INTERRUPTED
     except ConfigError as err:
         print(f"tms-slt: config error: {err}", file=sys.stderr)
         return 2

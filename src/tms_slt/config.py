@@ -11,7 +11,7 @@ import dataclasses
 import difflib
 import math
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,10 @@ TRAIN_BACKENDS = ("auto", "native", "torch")
 #: What a [[schedule]] ramp can move, and how (`tms_slt.schedules.Ramp`).
 RAMP_PARAMETERS = ("sparsity", "importance_decay", "active_features")
 RAMP_SHAPES = ("linear", "log", "step", "cyclic")
+
+
+#: Seeds are torch generator seeds: below 2**63 (a larger one overflows deep in torch).
+MAX_SEED = 2**63
 
 
 class ConfigError(ValueError):
@@ -223,6 +227,8 @@ class LLCConfig:
         if self.localization != "auto":
             _nonneg_float(s, "localization", self.localization)
         _positive_int(s, "num_chains", self.num_chains)
+        if self.num_chains < 2:
+            _fail(s, "num_chains", "at least 2 (R-hat compares chains: one chain has none)", 1)
         if self.num_draws != "auto":
             _positive_int(s, "num_draws", self.num_draws)
         if self.num_burnin != "auto":
@@ -311,6 +317,10 @@ class ExperimentConfig:
 
     def __post_init__(self) -> None:
         _nonneg_int("experiment", "seed", self.seed)
+        if self.seed >= MAX_SEED:
+            _fail(
+                "experiment", "seed", "an integer in [0, 2**63) (a torch generator seed)", self.seed
+            )
         self._check_schedule()
         _check_device(self.device)
         if self.model.n_hidden >= self.data.n_features:
@@ -339,12 +349,33 @@ class ExperimentConfig:
             raise ConfigError(f"schedule: at most one ramp per parameter, got {names}")
         if {"sparsity", "active_features"} <= set(names):
             raise ConfigError("schedule: ramp sparsity or active_features, not both")
+        for r in self.schedule:
+            _check_ramp_in_training(r, self.train.num_steps)
         n = self.data.n_features
         for r in self.schedule:
             for name in ("start", "end"):
                 value = getattr(r, name)
                 if isinstance(value, tuple) and (r.parameter != "sparsity" or len(value) != n):
                     _fail("schedule", name, f"a number (or {n} sparsities, one per feature)", value)
+
+
+def _check_ramp_in_training(ramp: RampConfig, num_steps: int) -> None:
+    """A ramp must move q within the training steps 0 … num_steps − 1: one that begins
+    after them changes nothing, one that finishes after them stops mid-way (no error)."""
+    if ramp.shape == "step" and ramp.begin >= num_steps:
+        _fail(
+            "schedule",
+            "begin",
+            f"below train.num_steps={num_steps} (q would never move)",
+            ramp.begin,
+        )
+    if ramp.shape != "step" and ramp.finish > num_steps:
+        _fail(
+            "schedule",
+            "finish",
+            f"at most train.num_steps={num_steps} (training would stop mid-ramp)",
+            ramp.finish,
+        )
 
 
 _SECTIONS: dict[str, type] = {
@@ -368,6 +399,27 @@ def _unknown(dotted: str) -> ConfigError:
     close = difflib.get_close_matches(dotted, field_names(), n=1, cutoff=0.6)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return ConfigError(f"unknown key {dotted!r}{hint}")
+
+
+def check_keys(keys: Iterable[str]) -> None:
+    """Raise the "unknown key ... did you mean" error for the first key that is no config
+    field (dotted, as `field_names` lists them)."""
+    known = set(field_names())
+    for key in keys:
+        if key not in known:
+            raise _unknown(key)
+
+
+def flatten(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Nested config mappings -> dotted keys: {"data": {"n_train": 200}} -> {"data.n_train":
+    200}; [[schedule]] stays one value under "schedule"."""
+    flat: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in _SECTIONS and isinstance(value, Mapping):
+            flat |= {f"{key}.{sub}": v for sub, v in value.items()}
+        else:
+            flat[key] = value
+    return flat
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -432,17 +484,29 @@ def _schedule_from_raw(value: Any) -> tuple[RampConfig, ...]:
     return tuple(ramps)
 
 
-def load_config(path: str | Path) -> ExperimentConfig:
-    """Read a TOML file into a validated ExperimentConfig."""
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """A TOML file's tables as they are (not validated), with one-line errors."""
     path = Path(path)
     try:
-        with path.open("rb") as fh:
-            raw = tomllib.load(fh)
+        text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a directory, not a config file") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); "
+            "TOML files must be UTF-8"
+        ) from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: invalid TOML ({err})") from None
-    return config_from_dict(raw)
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read a TOML file into a validated ExperimentConfig."""
+    return config_from_dict(read_toml(path))
 
 
 def config_to_dict(config: ExperimentConfig) -> dict[str, Any]:

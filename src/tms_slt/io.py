@@ -1,14 +1,21 @@
 """Run directories: config.toml, results.nc, meta.json, written atomically.
 
 A file is written to a temporary name in the same directory and renamed into
-place, so a reader (or a resumed sweep) never sees a partial file.
+place, so a reader (or a resumed sweep) never sees a partial file. A run directory
+is assembled in a hidden staging directory beside it and renamed into place whole,
+so a full disk, a crash or Ctrl-C leaves either the complete run or nothing.
+Files are serialized in memory first: HDF5 writing into a full disk can crash the
+process, while a plain write of bytes fails cleanly with ENOSPC.
 """
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -68,8 +75,62 @@ def describe(ds: xr.Dataset) -> xr.Dataset:
     return out
 
 
+class DiskFullError(OSError):
+    """No space left for a file tms-slt writes; nothing half-written was left behind."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)  # one argument: str() is the message alone, no "[Errno 28]"
+        self.errno = errno.ENOSPC
+
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _disk_full(path: Path, needed: int | None = None) -> DiskFullError:
+    free = _free_bytes(path)
+    need = f"{needed} bytes needed, " if needed is not None else ""
+    return DiskFullError(
+        f"disk full: cannot write {path} ({need}{free} bytes free); nothing written"
+    )
+
+
+def _free_bytes(path: Path) -> int:
+    for folder in (path, *path.parents):
+        if folder.exists():
+            return shutil.disk_usage(folder).free
+    return 0
+
+
+def check_space(path: Path, needed: int) -> None:
+    """Raise DiskFullError (naming `path`) before writing `needed` bytes to `path` where
+    they cannot fit."""
+    if _free_bytes(path) < needed:
+        raise _disk_full(path, needed)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode open() gives a new file under this process's umask (mkstemp gives 0600,
+    which would hide run files from the group and other users)."""
+    return 0o666 & ~_umask()
+
+
+def dir_mode() -> int:
+    """The mode mkdir() gives a new directory under the umask (mkdtemp gives 0700)."""
+    return 0o777 & ~_umask()
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call `write(tmp_path)` then rename tmp_path onto `path` (same filesystem)."""
+    """Call `write(tmp_path)` then rename tmp_path onto `path` (same filesystem).
+
+    Raises:
+        DiskFullError: the disk (or quota) is full; `path` is untouched and no temp file stays.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -77,32 +138,74 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     tmp_path = Path(tmp)
     try:
         write(tmp_path)
+        os.chmod(tmp_path, file_mode())
         os.replace(tmp_path, path)
+    except OSError as err:
+        tmp_path.unlink(missing_ok=True)
+        if err.errno in _NO_SPACE:
+            raise _disk_full(path) from None
+        raise
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
     return path
 
 
+def _write_bytes(path: Path, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    path = Path(path)
+    check_space(path, len(data))
+    return atomic_write(path, lambda p: _write_bytes(p, data))
+
+
 def atomic_write_text(path: str | Path, text: str) -> Path:
-    return atomic_write(path, lambda p: p.write_text(text))
+    return atomic_write_bytes(path, text.encode())
 
 
 #: Resolution of every figure tms-slt writes.
 FIGURE_DPI = 120
 
 
+def figure_png(fig: Any, *, dpi: int = FIGURE_DPI) -> bytes:
+    """A matplotlib Figure as PNG bytes, without a date or software version in its metadata,
+    so the same figure rebuilt from the same data is the same file."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=dpi, format="png", metadata={"Software": None})
+    return buffer.getvalue()
+
+
 def save_figure(fig: Any, path: str | Path, *, dpi: int = FIGURE_DPI) -> Path:
-    """A matplotlib Figure as PNG, atomically and without a date or software version in its
-    metadata, so the same figure rebuilt from the same data is the same file."""
-    return atomic_write(
-        path, lambda p: fig.savefig(p, dpi=dpi, format="png", metadata={"Software": None})
-    )
+    """A matplotlib Figure as PNG (`figure_png`), atomically."""
+    return atomic_write_bytes(path, figure_png(fig, dpi=dpi))
+
+
+def dataset_bytes(ds: xr.Dataset) -> bytes:
+    """`ds` as netCDF (h5netcdf engine) in memory; string arrays become variable-length."""
+    return bytes(ds.to_netcdf(engine="h5netcdf"))
+
+
+def inference_data_bytes(idata: Any) -> bytes:
+    """An ArviZ InferenceData as netCDF in memory (one group per node, as
+    `InferenceData.to_netcdf` writes it, numeric variables zlib-compressed likewise)."""
+    tree = idata.to_datatree()
+    encoding = {
+        node.path: {
+            name: {"zlib": True}
+            for name, var in node.dataset.data_vars.items()
+            if np.issubdtype(var.dtype, np.number) or var.dtype == bool
+        }
+        for node in tree.subtree
+    }
+    return bytes(tree.to_netcdf(engine="h5netcdf", encoding=encoding))
 
 
 def write_dataset(path: str | Path, ds: xr.Dataset) -> Path:
-    """Save as netCDF (h5netcdf engine) atomically; string arrays become variable-length."""
-    return atomic_write(path, lambda p: ds.to_netcdf(p, engine="h5netcdf"))
+    """Save as netCDF (`dataset_bytes`) atomically."""
+    return atomic_write_bytes(path, dataset_bytes(ds))
 
 
 def read_dataset(path: str | Path) -> xr.Dataset:
@@ -169,8 +272,13 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(obj).__name__}")
 
 
+def json_text(obj: Any) -> str:
+    """`obj` as indented JSON (numpy scalars and arrays as plain numbers and lists)."""
+    return json.dumps(obj, indent=2, default=_json_default) + "\n"
+
+
 def write_json(path: str | Path, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+    return atomic_write_text(path, json_text(obj))
 
 
 class RunExistsError(FileExistsError):
@@ -193,10 +301,12 @@ def save_run(
     config: ExperimentConfig | None,
     *,
     traces: Any = None,
+    figures: dict[str, Any] | None = None,
     **meta_extra: Any,
 ) -> Path:
     """Write config.toml, results.nc and meta.json (and `traces`, an ArviZ InferenceData,
-    as traces.nc) into `run_dir`, which must not hold results yet.
+    as traces.nc; and `figures`, {file name: matplotlib Figure}, as PNG) into `run_dir`,
+    which must not hold results yet: all of them, or (disk full, interrupted) none.
 
     The resolved config, seed and versions also go into results.nc's attributes, so the
     file alone says how it was made.
@@ -204,18 +314,51 @@ def save_run(
     Raises:
         RunExistsError: `run_dir` already has a results.nc (from any command): results and
             their provenance are never overwritten; pick another directory.
+        DiskFullError: the files do not fit; nothing was written.
     """
     run_dir = Path(run_dir)
     refuse_existing_run(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     meta = run_meta(config, **meta_extra)
+    files: dict[str, bytes] = {}
     if config is not None:
-        atomic_write_text(run_dir / CONFIG_FILE, config_to_toml(config))
+        files[CONFIG_FILE] = config_to_toml(config).encode()
     if traces is not None:
-        atomic_write(run_dir / TRACES_FILE, lambda p: traces.to_netcdf(str(p), engine="h5netcdf"))
-    write_dataset(run_dir / RESULTS_FILE, describe(_with_provenance(results, meta)))
-    write_json(run_dir / META_FILE, meta)
+        files[TRACES_FILE] = inference_data_bytes(traces)
+    for name, fig in (figures or {}).items():
+        files[name] = figure_png(fig)
+    files[META_FILE] = json_text(meta).encode()
+    # results.nc last: its presence is what marks a run directory as complete
+    files[RESULTS_FILE] = dataset_bytes(describe(_with_provenance(results, meta)))
+    publish(run_dir, files)
     return run_dir
+
+
+def publish(run_dir: Path, files: dict[str, bytes]) -> None:
+    """Write `files` into a staging directory beside `run_dir`, then move them into place:
+    a rename each, which needs no space, so a full disk stops before `run_dir` changes."""
+    check_space(run_dir, sum(len(data) for data in files.values()))
+    parent = run_dir.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{run_dir.name}.", suffix=".tmp"))
+    try:
+        for name, data in files.items():
+            _write_bytes(staging / name, data)
+            os.chmod(staging / name, file_mode())
+        if run_dir.exists():
+            for name in files:
+                os.replace(staging / name, run_dir / name)
+            staging.rmdir()
+        else:
+            os.chmod(staging, dir_mode())
+            os.rename(staging, run_dir)
+    except OSError as err:
+        shutil.rmtree(staging, ignore_errors=True)
+        if err.errno in _NO_SPACE:
+            raise _disk_full(run_dir) from None
+        raise
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def _with_provenance(results: xr.Dataset, meta: dict[str, Any]) -> xr.Dataset:

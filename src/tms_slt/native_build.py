@@ -1,19 +1,22 @@
 """Building the fused C kernels (`sampling/tms_sgld.c`, `tms_train.c`) on first use.
 
 A kernel is compiled with the system C compiler (`$CC`, default `cc`) for this machine
-(`-march=native`) into a cache directory (`$TMS_SLT_CACHE`, default `~/.cache/tms_slt`),
+(`-march=native`) into a private cache directory (`$TMS_SLT_CACHE`, default
+`~/.cache/tms_slt`; see `cache_dir`),
 keyed by the source, the flags, the compiler and the CPU, then loaded with ctypes; no build
 step at install time. Small models get a build specialized to their shape (m, n).
 """
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import functools
 import hashlib
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -52,21 +55,58 @@ def loads(load: Callable[[], ctypes.CDLL]) -> bool:
 
 
 def cache_dir() -> Path:
-    """$TMS_SLT_CACHE, else ~/.cache/tms_slt, else a per-user temporary directory."""
+    """Where built kernels are kept: $TMS_SLT_CACHE, else $XDG_CACHE_HOME/tms_slt (default
+    ~/.cache/tms_slt), else <tmp>/tms_slt-<uid>: the first that is a private directory
+    (`private_dir`), else a fresh one for this process (the kernel is then rebuilt).
+
+    A shared temporary directory has a predictable name anyone could create first and fill
+    with a library of theirs, which loading would run: one that is not ours is never used.
+    """
     if os.environ.get("TMS_SLT_CACHE"):
-        return Path(os.environ["TMS_SLT_CACHE"])
-    candidates = (
-        Path.home() / ".cache" / "tms_slt",
-        Path(tempfile.gettempdir()) / f"tms_slt-{os.getuid()}",
-    )
+        candidates = [Path(os.environ["TMS_SLT_CACHE"])]
+    else:
+        user_cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        candidates = [
+            Path(user_cache) / "tms_slt",
+            Path(tempfile.gettempdir()) / f"tms_slt-{os.getuid()}",
+        ]
     for path in candidates:
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            continue
-        if os.access(path, os.W_OK):
+        if private_dir(path):
             return path
-    raise NativeUnavailableError("no writable cache directory for the kernel (set TMS_SLT_CACHE)")
+    return _fresh_dir()
+
+
+def _ours(info: os.stat_result) -> bool:
+    """Owned by this user and writable by no one else."""
+    return info.st_uid == os.getuid() and not info.st_mode & 0o022
+
+
+def private_dir(path: Path) -> bool:
+    """Whether `path` is (or could be made, mode 0700) a directory we own, no symlink, that
+    neither the group nor others can write to."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISDIR(info.st_mode) and _ours(info) and os.access(path, os.W_OK)
+
+
+@functools.cache
+def _fresh_dir() -> Path:
+    """A new private directory (mkdtemp: mode 0700), removed when the process exits."""
+    path = Path(tempfile.mkdtemp(prefix="tms_slt-"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+def _trusted(lib_path: Path) -> bool:
+    """Whether an existing library file is ours to load (see `cache_dir`)."""
+    try:
+        info = os.lstat(lib_path)
+    except OSError:
+        return False
+    return stat.S_ISREG(info.st_mode) and _ours(info)
 
 
 def cpu_id() -> str:
@@ -99,9 +139,13 @@ def build_library(package: str, source_name: str, defines: tuple[str, ...]) -> c
     return _build(os.environ.get("CC", "cc"), package, source_name, defines)
 
 
-@functools.cache
-def _build(compiler: str, package: str, source_name: str, defines: tuple[str, ...]) -> ctypes.CDLL:
-    flags = (*FLAGS, *defines)
+def library_name(compiler: str, package: str, source_name: str, defines: tuple[str, ...]) -> str:
+    """The cache file name of a build: <source stem>-<hash of source, flags, compiler and
+    CPU>.so.
+
+    Raises:
+        NativeUnavailableError: no such compiler, or it does not say its version.
+    """
     if shutil.which(compiler) is None:
         raise NativeUnavailableError(f"no C compiler ({compiler!r} not found; set $CC)")
     source = resources.files(package).joinpath(source_name).read_bytes()
@@ -111,14 +155,23 @@ def _build(compiler: str, package: str, source_name: str, defines: tuple[str, ..
         ).stdout
     except (OSError, subprocess.CalledProcessError) as err:
         raise NativeUnavailableError(f"{compiler} --version failed: {err}") from err
+    flags = (*FLAGS, *defines)
     key = hashlib.sha256(
         b"\0".join([source, " ".join(flags).encode(), version.encode(), cpu_id().encode()])
     ).hexdigest()[:16]
-    cache = cache_dir()
-    lib_path = cache / f"{Path(source_name).stem}-{key}.so"
+    return f"{Path(source_name).stem}-{key}.so"
+
+
+@functools.cache
+def _build(compiler: str, package: str, source_name: str, defines: tuple[str, ...]) -> ctypes.CDLL:
+    flags = (*FLAGS, *defines)
+    name = library_name(compiler, package, source_name, defines)
+    lib_path = cache_dir() / name
+    source = resources.files(package).joinpath(source_name).read_bytes()
+    if os.path.lexists(lib_path) and not _trusted(lib_path):
+        lib_path = _fresh_dir() / lib_path.name  # never load a library someone else made
     if not lib_path.exists():
-        cache.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=cache) as tmp:
+        with tempfile.TemporaryDirectory(dir=lib_path.parent) as tmp:
             src = Path(tmp) / source_name
             src.write_bytes(source)
             out = Path(tmp) / "lib.so"

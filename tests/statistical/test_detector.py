@@ -101,8 +101,16 @@ def test_real_run_reports_kgon_transitions_with_rising_llc(real_run) -> None:
         assert labels.values[steps <= lo][-1] == t.before or lo == 0
     corroborated = [t for t in growth if {"loss", "feature_count"} & set(t.signals)]
     assert len(corroborated) >= len(growth) - 1
-    assert np.mean([t.delta_llc > 0 for t in growth]) >= 0.75
-    assert np.mean([t.delta_llc for t in growth]) > 0
+    # ΔLLC comes from reliable estimates only (None where a window has none): with this
+    # fixed ε the diagnostics may trust none, and then only the raw λ̂ below is checked.
+    rated = [t for t in growth if t.delta_llc is not None]
+    if rated:
+        assert np.mean([t.delta_llc > 0 for t in rated]) >= 0.75
+        assert np.mean([t.delta_llc for t in rated]) > 0
+    for t in growth:
+        window = tracked["llc_reliable"].sel(instance=t.instance)
+        if not window.values.any():
+            assert t.delta_llc is None and "llc" not in t.signals
     for inst in range(tracked.sizes["instance"]):
         llc = tracked["llc_mean"].sel(instance=inst).values
         assert np.median(llc[-8:]) > np.median(llc[:8])  # LLC rises over training

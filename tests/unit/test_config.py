@@ -43,6 +43,8 @@ def test_defaults_are_valid_and_chen_et_al():
         (lambda: ExperimentConfig(model=ModelConfig(n_hidden=6)), "model.n_hidden"),
         (lambda: ExperimentConfig(llc=LLCConfig(batch_size=50_000)), "llc.batch_size"),
         (lambda: ExperimentConfig(device="gpu0"), "experiment.device"),
+        (lambda: ExperimentConfig(seed=2**63), "experiment.seed"),
+        (lambda: LLCConfig(num_chains=1), "llc.num_chains"),
     ],
 )
 def test_bad_values_name_the_field(build, field):

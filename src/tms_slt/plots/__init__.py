@@ -89,16 +89,18 @@ def _draw_llc(ax: Axes, ds: xr.Dataset, step: np.ndarray) -> None:
         markersize=4,
     )
     below = ~inside & np.isfinite(mean)
-    ax.plot(
-        step[below],
-        np.full(below.sum(), lo),
-        "v",
-        mfc="none",
-        color="C3",
-        markersize=4,
-        clip_on=False,
-        label=r"$\hat\lambda$ below the axis (unreliable)",
-    )
+    # only when there is one: an empty unclipped line collapses constrained layout
+    if below.any():
+        ax.plot(
+            step[below],
+            np.full(below.sum(), lo),
+            "v",
+            mfc="none",
+            color="C3",
+            markersize=4,
+            clip_on=False,
+            label=r"$\hat\lambda$ below the axis (unreliable)",
+        )
     if np.isfinite(theory).any():
         ax.plot(
             step,
@@ -356,12 +358,41 @@ def plot_calibration(report: xr.Dataset, *, max_panels: int = 6) -> Figure:
             color="k",
             label="automatic",
         )
-        ax.set_xscale("log")
+        _reference_llc(ax, point)
+        _step_size_ticks(ax, eps)
         ax.set_xlabel("step size ε")
         ax.set_title(", ".join(f"{d} {point[d].item()}" for d in lead) or "anchor", fontsize=8)
     axes[0].set_ylabel(r"$\hat\lambda$ ± MCSE")
-    axes[0].legend(fontsize=7)
+    for ax in axes:  # the legend where the reference line is, else on the first panel
+        if any(line.get_label() == _THEORY_LABEL for line in ax.get_lines()):
+            ax.legend(fontsize=7)
+            break
+    else:
+        axes[0].legend(fontsize=7)
     return fig
+
+
+_THEORY_LABEL = r"$\lambda$ of the k-gon (theory)"
+
+
+def _reference_llc(ax: Axes, point: xr.Dataset) -> None:
+    """The known λ of the anchor's configuration (`llc_theory`, `theory.kgon_llc`), dashed,
+    where the report carries it: what the flat stretch of λ̂ should sit on."""
+    if "llc_theory" not in point or not np.isfinite(float(point["llc_theory"])):
+        return
+    ax.axhline(float(point["llc_theory"]), color="k", ls="--", lw=1, label=_THEORY_LABEL)
+
+
+def _step_size_ticks(ax: Axes, eps: np.ndarray, max_labels: int = 5) -> None:
+    """Log ε axis labelled at (every other, ...) grid value, rotated, without the minor
+    labels matplotlib adds when the grid spans less than a decade (they overlap)."""
+    from matplotlib.ticker import NullFormatter, NullLocator
+
+    ax.set_xscale("log")
+    every = int(np.ceil(len(eps) / max_labels))
+    ax.set_xticks(eps[::every], [f"{e:.2g}" for e in eps[::every]], rotation=30, fontsize=7)
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 #: What `plot_sweep` draws, when present: (variable, label).
@@ -375,7 +406,10 @@ SWEEP_VARIABLES = (
 def plot_sweep(collected: xr.Dataset, *, variables: Sequence[str] | None = None) -> Figure:
     """Observables of a collected sweep against its axes (`sweep.collect`), averaged over
     instances (and the last checkpoint taken where checkpoints were kept): lines against one
-    axis, a heat map over the first two axes (the others averaged)."""
+    axis, a heat map over the first two axes (the others averaged).
+
+    λ̂ points or cells that average any estimate the diagnostics reject (`llc_reliable`) are
+    marked x, and the panel's title counts them ("k of N unreliable", `unreliable_cells`)."""
     axes_names = [a for a in _sweep_axes(collected) if a in collected.dims]
     if not axes_names:
         raise ValueError("not a collected sweep: no sweep axes among the dims")
@@ -384,38 +418,73 @@ def plot_sweep(collected: xr.Dataset, *, variables: Sequence[str] | None = None)
     if missing or not names:
         raise ValueError(f"no variable {missing or names} in the collected sweep")
     labels = dict(SWEEP_VARIABLES)
-    fig = Figure(figsize=(3.6 * len(names), 3.2), layout="constrained")
+    fig = Figure(figsize=(3.6 * len(names), 3.4), layout="constrained")
     panels = np.atleast_1d(fig.subplots(1, len(names)))
+    keep = axes_names[:2]
     for ax, name in zip(panels, names, strict=True):
-        da = collected[name]
-        if "checkpoint" in da.dims:
-            da = da.isel(checkpoint=-1)
-        keep = axes_names[:2]
+        da = _last_checkpoint(collected[name])
         da = da.mean([d for d in da.dims if d not in keep])
         if len(keep) == 1:
-            x = collected[keep[0]].values
-            ax.plot(x, da.values, marker="o")
-            ax.set_xlabel(keep[0])
-            ax.set_ylabel(labels.get(name, name))
-            if np.all(x > 0) and x.max() / x.min() > 20:
-                ax.set_xscale("log")
+            _sweep_line(ax, collected[keep[0]].values, da.values, keep[0], labels.get(name, name))
         else:
-            da = da.transpose(*keep)
-            mesh = ax.imshow(da.values, origin="lower", aspect="auto", cmap="viridis")
-            ax.set_xticks(
-                range(da.sizes[keep[1]]),
-                [f"{v:.3g}" for v in da[keep[1]].values],
-                rotation=45,
-                fontsize=7,
-            )
-            ax.set_yticks(
-                range(da.sizes[keep[0]]), [f"{v:.3g}" for v in da[keep[0]].values], fontsize=7
-            )
-            ax.set_xlabel(keep[1])
-            ax.set_ylabel(keep[0])
-            fig.colorbar(mesh, ax=ax, label=labels.get(name, name))
-        ax.set_title(f"{labels.get(name, name)} (mean over instances)", fontsize=8)
+            _sweep_heat_map(fig, ax, da.transpose(*keep), labels.get(name, name))
+        title = f"{labels.get(name, name)} (mean over instances)"
+        bad = unreliable_cells(collected) if name == "llc_mean" else None
+        if bad is not None:
+            _mark_unreliable(ax, bad.transpose(*keep).values)
+            title += f"\n{int(bad.sum())} of {bad.size} unreliable (x)"
+        ax.set_title(title, fontsize=8)
     return fig
+
+
+def unreliable_cells(collected: xr.Dataset) -> xr.DataArray | None:
+    """Over the first two sweep axes (`plot_sweep`'s points or cells): True where any λ̂
+    averaged into it is unreliable; None without `llc_reliable`."""
+    if "llc_reliable" not in collected:
+        return None
+    keep = [a for a in _sweep_axes(collected) if a in collected.dims][:2]
+    reliable = _last_checkpoint(collected["llc_reliable"]).astype(bool)
+    return ~reliable.all([d for d in reliable.dims if d not in keep])
+
+
+def _last_checkpoint(da: xr.DataArray) -> xr.DataArray:
+    return da.isel(checkpoint=-1) if "checkpoint" in da.dims else da
+
+
+def _sweep_line(ax: Axes, x: np.ndarray, y: np.ndarray, xlabel: str, ylabel: str) -> None:
+    ax.plot(x, y, marker="o")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if np.all(x > 0) and x.max() / x.min() > 20:
+        ax.set_xscale("log")
+
+
+def _sweep_heat_map(fig: Figure, ax: Axes, da: xr.DataArray, label: str) -> None:
+    ydim, xdim = da.dims
+    mesh = ax.imshow(da.values, origin="lower", aspect="auto", cmap="viridis")
+    ax.set_xticks(
+        range(da.sizes[xdim]), [f"{v:.3g}" for v in da[xdim].values], rotation=45, fontsize=7
+    )
+    ax.set_yticks(range(da.sizes[ydim]), [f"{v:.3g}" for v in da[ydim].values], fontsize=7)
+    ax.set_xlabel(str(xdim))
+    ax.set_ylabel(str(ydim))
+    fig.colorbar(mesh, ax=ax, label=label)
+
+
+def _mark_unreliable(ax: Axes, bad: np.ndarray) -> None:
+    """An x on each unreliable point (one axis: on the line) or cell (heat map)."""
+    if bad.ndim == 1:
+        if bad.any():
+            line = ax.get_lines()[0]
+            x, y = np.asarray(line.get_xdata()), np.asarray(line.get_ydata())
+            ax.plot(x[bad], y[bad], "x", color="C3", ms=8, mew=1.5, label="unreliable λ̂")
+            ax.legend(fontsize=7)
+        return
+    rows, cols = np.nonzero(bad)
+    if not rows.size:
+        return
+    ax.plot(cols, rows, "x", color="w", ms=10, mew=2.5)
+    ax.plot(cols, rows, "x", color="C3", ms=8, mew=1.2)  # red on white reads on any colour
 
 
 def _sweep_axes(collected: xr.Dataset) -> list[str]:

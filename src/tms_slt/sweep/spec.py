@@ -11,7 +11,6 @@ import difflib
 import hashlib
 import itertools
 import math
-import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -26,6 +25,7 @@ from tms_slt.config import (
     _toml_value,
     config_from_dict,
     config_to_toml,
+    read_toml,
     with_overrides,
 )
 
@@ -234,11 +234,6 @@ def sweep_from_dict(raw: Mapping[str, Any]) -> Sweep:
 
 def load_sweep(path: str | Path) -> Sweep:
     """Read and validate a sweep TOML file."""
-    path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"sweep file not found: {path}") from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: invalid TOML ({err})") from None
-    return sweep_from_dict(raw)
+    if not Path(path).exists():
+        raise ConfigError(f"sweep file not found: {path}")
+    return sweep_from_dict(read_toml(path))

@@ -17,7 +17,8 @@ transition. Its confidence is the weighted fraction of available signals that ag
     confidence = Σ_{s agreeing} w_s / Σ_{s available} w_s,
 
 with w = 1 for configuration, loss and ‖W‖²_F and, for the LLC, w = the fraction of reliable
-estimates (``llc_reliable``, from `LLCResult.diagnostics`) around the transition.
+estimates (``llc_reliable``, from `LLCResult.diagnostics`) around the transition. The LLC
+signal and ΔLLC use the reliable estimates only: ΔLLC is None where a window has none.
 """
 
 from __future__ import annotations
@@ -113,10 +114,20 @@ def _series(ds: xr.Dataset) -> dict[str, np.ndarray]:
     if "feature_count" in ds:
         out["feature_count"] = np.asarray(ds["feature_count"].values, dtype=np.float64)
     if "llc_mean" in ds:
-        llc = _fill_nan(ds["llc_mean"].values)
+        llc = _fill_nan(_reliable_llc(ds))
         if np.isfinite(llc).all():
             out["llc"] = llc
     return out
+
+
+def _reliable_llc(ds: xr.Dataset) -> np.ndarray:
+    """λ̂ where the diagnostics trust it (`llc_reliable`), NaN elsewhere: an unreliable
+    estimate (far from a minimum, drifting chains) can be off by orders of magnitude, and
+    must not place a transition or give its ΔLLC."""
+    llc = np.asarray(ds["llc_mean"].values, dtype=np.float64)
+    if "llc_reliable" not in ds:
+        return llc
+    return np.where(np.asarray(ds["llc_reliable"].values, dtype=bool), llc, np.nan)
 
 
 def _events(
@@ -226,7 +237,7 @@ def _detect_one(
     groups = _group(events, tolerance)
     loss = np.asarray(ds["loss"].values, dtype=np.float64)
     fc = series.get("feature_count")
-    llc = series.get("llc")
+    llc = _reliable_llc(ds) if "llc" in series else None  # not interpolated: Δ's from data
     gap = np.asarray(ds["eig_gap"].values, dtype=np.float64) if "eig_gap" in ds else None
     reliable = np.asarray(ds["llc_reliable"].values, dtype=bool) if "llc_reliable" in ds else None
     available = [s for s in SIGNALS if (s == "configuration" and has_labels) or s in series]

@@ -44,7 +44,7 @@ def detect_run(
         FileExistsError: ``out_dir`` already holds transitions.json.
         ValueError: ``instance`` out of range, or an unreadable results.nc.
     """
-    from tms_slt.io import RESULTS_FILE, read_dataset, save_figure, write_json
+    from tms_slt.io import RESULTS_FILE, figure_png, json_text, publish, read_dataset
 
     run_dir = Path(run_dir)
     path = run_dir / RESULTS_FILE
@@ -59,14 +59,14 @@ def detect_run(
         raise FileExistsError(f"{out / TRANSITIONS_FILE} exists; tms-slt never overwrites it")
     transitions = detect_dynamical(ds, **options)
     if write:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(
-            out / TRANSITIONS_FILE,
-            {"source": str(path), "transitions": [t.to_dict() for t in transitions]},
-        )
         from tms_slt.plots import plot_transitions
 
         shown = _figure_instance(transitions, n_inst) if instance is None else instance
         fig = plot_transitions(ds, transitions, instance=shown)
-        save_figure(fig, out / FIGURE_FILE, dpi=dpi)
+        payload = {"source": str(path), "transitions": [t.to_dict() for t in transitions]}
+        # both files or (disk full, interrupted) neither
+        publish(
+            out,
+            {TRANSITIONS_FILE: json_text(payload).encode(), FIGURE_FILE: figure_png(fig, dpi=dpi)},
+        )
     return transitions
