@@ -78,28 +78,43 @@ def plot_sgd_plateaus(tracked: xr.Dataset, instances: Sequence[int]) -> Figure:
 
 
 def plot_transition_statistics(
-    counts: dict[str, int], delta_loss: np.ndarray, delta_llc: np.ndarray
+    counts: dict[str, int],
+    matched: dict[str, int],
+    delta_loss: np.ndarray,
+    delta_llc: np.ndarray,
 ) -> Figure:
-    """(left) How often each plateau transition k → k′ occurs; (right) ΔLLC against Δloss of
-    every transition with both, the paper's claim being the upper-left quadrant."""
+    """(left) How often each plateau transition k → k′ occurs, and how many of those join two
+    plateaus matched to critical points; (right) Δλ (exact λ of the matched critical points)
+    against Δloss for the matched transitions with both λ known, the paper's claim being the
+    upper-left quadrant. Unmatched transitions and λ̂ are not in the right panel."""
     fig = Figure(figsize=(10, 4), layout="constrained")
     left, right = fig.subplots(1, 2)
     names = list(counts)[:15]
-    left.barh(names[::-1], [counts[k] for k in names][::-1], color="C0")
+    left.barh(names[::-1], [counts[k] for k in names][::-1], color="0.75", label="all")
+    left.barh(
+        names[::-1],
+        [matched.get(k, 0) for k in names][::-1],
+        color="C0",
+        label="both plateaus matched to a critical point",
+    )
     left.set_xlabel("transitions (all seeds)")
     left.set_title("plateau transitions k → k′", fontsize=10)
     left.tick_params(axis="y", labelsize=7)
+    left.legend(fontsize=7)
     ok = np.isfinite(delta_loss) & np.isfinite(delta_llc)
     claim = ok & (delta_loss < 0) & (delta_llc > 0)
-    right.scatter(delta_loss[ok & ~claim], delta_llc[ok & ~claim], s=10, color="C3", label="other")
-    right.scatter(
-        delta_loss[claim], delta_llc[claim], s=10, color="C2", label="Δloss < 0, ΔLLC > 0"
-    )
+    jitter = np.random.default_rng(0).uniform(-0.08, 0.08, size=np.shape(delta_llc))
+    y = delta_llc + jitter  # Δλ takes a few values: jittered so that the points show
+    right.scatter(delta_loss[ok & ~claim], y[ok & ~claim], s=10, color="C3", label="other")
+    right.scatter(delta_loss[claim], y[claim], s=10, color="C2", label="Δloss < 0, Δλ > 0")
     right.axhline(0, color="0.5", lw=0.8)
     right.axvline(0, color="0.5", lw=0.8)
     right.set_xscale("symlog", linthresh=1e-3)
     right.set_xlabel("Δloss across the transition")
-    right.set_ylabel("Δλ̂ across the transition")
-    right.set_title(f"{int(claim.sum())} of {int(ok.sum())} in the paper's quadrant", fontsize=10)
+    right.set_ylabel("Δλ of the matched critical points (jittered)")
+    right.set_title(
+        f"{int(claim.sum())} of {int(ok.sum())} matched transitions in the paper's quadrant",
+        fontsize=10,
+    )
     right.legend(fontsize=7)
     return fig
