@@ -21,9 +21,14 @@ def quick(quick_figures) -> Path:
 
 
 def test_every_figure_table_and_the_write_up_are_written(quick):
-    for name in ("bayesian_transitions", "sgd_plateaus", "sgd_transition_statistics"):
+    for name in (
+        "bayesian_transitions",
+        "free_energy_ti",
+        "sgd_plateaus",
+        "sgd_transition_statistics",
+    ):
         assert (quick / "figures" / f"{name}.png").stat().st_size > 10_000
-    for name in ("kgon_c6", "bayesian_transitions", "sgd_plateaus"):
+    for name in ("kgon_c6", "bayesian_transitions", "free_energy_ti", "sgd_plateaus"):
         assert (quick / "tables" / f"{name}.md").read_text().startswith("# ")
     assert "quick-mode results" in (quick / "chen2023.md").read_text()
 
@@ -51,6 +56,16 @@ def test_bayesian_prediction_and_posterior(quick):
     assert ds["mean_loss"].values[0] > ds["mean_loss"].values[-1]
 
 
+def test_free_energy_ti_quick(quick):
+    ds = read_dataset(quick / "data" / "free_energy_ti" / "results.nc")
+    assert list(ds["basin"].values) == ["6", "5+", "5-"]
+    # F_n increases with n (dF/dn = E[L] > 0) and the prior masses are probabilities.
+    assert (np.diff(ds["free_energy"].values, axis=1) > 0).all()
+    assert ((ds["prior_mass"] > 0) & (ds["prior_mass"] < 1)).all()
+    text = (quick / "chen2023.md").read_text()
+    assert "Laplace with every O(1) term" in text and "thermodynamic integration" in text
+
+
 def test_observed_crossing_interpolates_in_log_n():
     import xarray as xr
 
@@ -69,9 +84,11 @@ def test_sgd_plateaus_descend(quick):
     assert ds.sizes["instance"] == 8
     loss = ds["loss"].values
     assert (loss[-1] < loss[0]).all()  # every seed's loss fell
-    found = plateau_transitions(ds)
+    plateaus, found = plateau_transitions(ds)
     assert {t["instance"] for t in found} == set(range(8))  # every seed left its start
     assert all(t["before"] != t["after"] for t in found)
+    # Every plateau is matched to a critical point or says why not.
+    assert all((p["match"] is None) == (p["reason"] != "matched") for p in plateaus)
 
 
 def test_figures_rebuild_identically_from_saved_results(quick, tmp_path, digest):

@@ -66,6 +66,7 @@ STUDIES: dict[str, dict[str, Callable[[xr.Dataset, Path], Built]]] = {
     "chen2023": {
         "kgon_table": chen.kgon_table,
         "bayesian_transitions": chen.bayesian_transitions,
+        "free_energy_ti": chen.free_energy_ti,
         "sgd_plateaus": chen_sgd.sgd_plateaus,
     },
     "swish": {"swish_vs_relu": swish.swish_vs_relu},

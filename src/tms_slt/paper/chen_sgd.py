@@ -226,6 +226,10 @@ def sgd_plateaus(ds: xr.Dataset, out: Path) -> Built:
         "five_minus_far": float((loss[five_minus] > 2 * L5m).mean())
         if five_minus.any()
         else math.nan,
+        "five_minus_old_rule": int((ds["kgon"].values == "5-").sum()),
+        "five_minus_old_rule_far": float((loss[ds["kgon"].values == "5-"] > 2 * L5m).mean())
+        if (ds["kgon"].values == "5-").any()
+        else math.nan,
         "loss_rtol": LOSS_RTOL,
         "top_transitions": dict(list(ordered.items())[:8]),
         "final_configurations": dict(final.most_common()),

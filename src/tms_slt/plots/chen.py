@@ -19,14 +19,14 @@ POSTERIOR_CLASSES = ("6", "5+", "5-")
 def plot_bayesian_transitions(
     fractions: xr.DataArray, crossings: dict[str, float], interval: tuple[float, float]
 ) -> Figure:
-    """Posterior fraction of each k-gon class against n (log x), the predicted crossing
-    n_c of F_n (solid: exact λ and the prior term; dotted: without it) and the interval from
-    λ̂ ± 2 SE (shaded).
+    """Posterior fraction of each k-gon class against n (log x), with vertical lines at the
+    crossings n_c in `crossings` (name → n_c; the one named "observed" dashed red, the others
+    black in turn solid, dash-dot, dotted) and the observed crossing's interval (shaded).
 
     Args:
         fractions: (n, configuration) posterior fractions.
-        crossings: name → predicted n_c ("theory", "theory, no prior term", "observed").
-        interval: (lo, hi) of the predicted crossing from the estimates.
+        crossings: name → n_c.
+        interval: (lo, hi) of the observed crossing.
     """
     fig = Figure(figsize=(7, 4), layout="constrained")
     ax = fig.add_subplot()
@@ -35,19 +35,27 @@ def plot_bayesian_transitions(
     for i, c in enumerate(POSTERIOR_CLASSES):
         if c in configs:
             ax.plot(n, fractions.sel(configuration=c), "-o", ms=3, color=f"C{i}", label=c)
+    five = [c for c in configs if c.startswith("5")]
+    if five:
+        pooled = fractions.sel(configuration=five).sum("configuration")
+        ax.plot(n, pooled, "-", lw=2, color="C4", alpha=0.6, label="5+ and 5− together")
     rest = [c for c in configs if c not in POSTERIOR_CLASSES]
     if rest:
         other = fractions.sel(configuration=rest).sum("configuration")
         ax.plot(n, other, "-o", ms=3, color="0.6", label="other (≤ 4-gons)")
     lo, hi = interval
     if np.isfinite(lo) and np.isfinite(hi):
-        ax.axvspan(lo, hi, color="C2", alpha=0.12, label="predicted, λ̂ ± 2 SE")
-    styles = {"theory": "-", "theory, no prior term": ":", "observed": "--"}
-    colors = {"theory": "k", "theory, no prior term": "k", "observed": "C3"}
+        ax.axvspan(lo, hi, color="C3", alpha=0.12, label="observed ± 2 SE")
+    styles = iter(("-", "-.", ":", (0, (5, 1))))
     for name, value in crossings.items():
         if np.isfinite(value):
+            observed = name == "observed"
             ax.axvline(
-                value, color=colors[name], ls=styles[name], lw=1.2, label=f"{name}: n = {value:.0f}"
+                value,
+                color="C3" if observed else "k",
+                ls="--" if observed else next(styles),
+                lw=1.2,
+                label=f"{name}: n = {value:.0f}",
             )
     ax.set_xscale("log")
     ax.set_xlabel("sample size n (nβ of the tempered posterior)")
@@ -55,6 +63,39 @@ def plot_bayesian_transitions(
     ax.set_ylim(0, 1)
     ax.legend(fontsize=7, loc="center right")
     ax.set_title("Bayesian phase transition 5 → 6 (c = 6)", fontsize=10)
+    return fig
+
+
+def plot_free_energy_ti(
+    n: np.ndarray,
+    six: dict[str, tuple[np.ndarray, np.ndarray | None]],
+    excess: dict[str, tuple[np.ndarray, np.ndarray, float]],
+) -> Figure:
+    """(left) The 6-gon's share of the posterior mass of {6, 5+, 5−} against n, one curve per
+    free energy (name → (share, its SE or None)); (right) λ_eff(n) = n(E[L] − L*) of each
+    basin (name → (λ_eff, SE, λ)) with its λ dashed: where they differ, the Laplace formula
+    is not yet valid."""
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    for i, (name, (share, se)) in enumerate(six.items()):
+        left.plot(n, share, color=f"C{i}", label=name)
+        if se is not None:
+            left.fill_between(n, share - 2 * se, share + 2 * se, color=f"C{i}", alpha=0.2)
+    left.axhline(0.5, color="0.5", lw=0.8)
+    left.set_xscale("log")
+    left.set_ylim(0, 1)
+    left.set_xlabel("n")
+    left.set_ylabel("6-gon's share of {6, 5+, 5−}")
+    left.legend(fontsize=7)
+    left.set_title("posterior share of the 6-gon (± 2 SE)", fontsize=10)
+    for i, (name, (lam_eff, se, lam)) in enumerate(excess.items()):
+        right.errorbar(n, lam_eff, yerr=2 * se, fmt="-o", ms=2, color=f"C{i}", label=name)
+        right.axhline(lam, color=f"C{i}", ls="--", lw=0.8)
+    right.set_xscale("log")
+    right.set_xlabel("n")
+    right.set_ylabel("λ_eff = n (E[L] − L*)")
+    right.legend(fontsize=7)
+    right.set_title("confined MALA: λ_eff against its limit λ (dashed)", fontsize=10)
     return fig
 
 

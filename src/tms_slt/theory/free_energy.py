@@ -231,7 +231,8 @@ class KGonFreeEnergy:
     * ``log_flat_mass``: q · log of :func:`dead_column_prior_mass` (q ≤ 1 here).
 
     ``leading_order_constant`` is Chen et al.'s ½‖w*‖²/σ² at the default point (the dead
-    bias −1/(2c)); ``curvatures`` are the curved eigenvalues of ∇²L.
+    bias −1/(2c)); ``prior_quadratic`` the same over the non-flat coordinates only, of which
+    there are ``num_prior_coordinates``; ``curvatures`` are the curved eigenvalues of ∇²L.
     """
 
     label: str
@@ -246,6 +247,8 @@ class KGonFreeEnergy:
     log_prior_density: float
     log_flat_mass: float
     leading_order_constant: float
+    prior_quadratic: float
+    num_prior_coordinates: int
 
     @property
     def log_prior_measure(self) -> float:
@@ -264,13 +267,26 @@ class KGonFreeEnergy:
         return self.morse_bott(n)
 
     def terms(self) -> dict[str, float]:
-        """The O(1) terms by name (each as it enters F_n, i.e. with its sign)."""
+        """The O(1) terms of F_n by name, each as it enters F_n (with its sign); they add up
+        to :attr:`constant`:
+
+        * ``½ Σ log h``: ½ Σ log h_i over the curved directions;
+        * ``2π and σ normalisation``: −(2λ/2) log 2π from the Gaussian integrals plus
+          (d_φ/2) log 2πσ² from φ's normalisation over its d_φ non-flat coordinates (at
+          σ = 1 it is ½(d_φ − 2λ) log 2π = ½ log 2π at every c = 6 k-gon: d_φ − 2λ is the
+          one rotation direction);
+        * ``½‖w*‖²/σ² (non-flat coordinates)``: the prior's exponent at the point;
+        * ``−log flat-set prior mass``, ``−log copies``, ``−log orbit length``.
+        """
+        k = len(self.curvatures)
         return {
-            "½ Σ log(h/2π)": self.log_det_term,
+            "½ Σ log h": self.log_det_term + 0.5 * k * math.log(2 * math.pi),
+            "2π and σ normalisation": -0.5 * k * math.log(2 * math.pi)
+            + 0.5 * self.num_prior_coordinates * math.log(2 * math.pi * self.sigma**2),
+            "½‖w*‖²/σ² (non-flat coordinates)": self.prior_quadratic,
+            "−log flat-set prior mass": -self.log_flat_mass,
             "−log copies": -self.log_copies,
             "−log orbit length": -self.log_orbit_length,
-            "−log prior density": -self.log_prior_density,
-            "−log flat-set prior mass": -self.log_flat_mass,
         }
 
 
@@ -326,4 +342,6 @@ def kgon_free_energy(
         log_prior_density=gaussian_log_density(coords, sigma),
         log_flat_mass=flat,
         leading_order_constant=float((W**2).sum() + (b**2).sum()) / (2 * sigma**2),
+        prior_quadratic=float(coords @ coords) / (2 * sigma**2),
+        num_prior_coordinates=int(coords.size),
     )

@@ -24,7 +24,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -141,6 +141,43 @@ def bayesian_crossings(
                 )
             )
     return out
+
+
+def pooled_crossing(
+    after: Sequence[Callable[[float], float]],
+    before: Sequence[Callable[[float], float]],
+    *,
+    n_min: float = 2.0,
+    n_max: float = 1e7,
+    num_grid: int = 4000,
+) -> float:
+    """The largest n in [n_min, n_max] where the posterior mass of the union of phases
+    ``after`` overtakes that of ``before``: the last + → − sign change in u = log n of
+
+        ΔF(n) = −log Σ_{a ∈ after} e^{−F_a(n)} + log Σ_{b ∈ before} e^{−F_b(n)},
+
+    each F a callable n ↦ F_n (e.g. `theory.kgon_free_energy(...)`, with every O(1) term).
+    Bracketed on a log grid of ``num_grid`` points, then brentq. NaN if ΔF never changes sign
+    from + to −.
+    """
+    if not after or not before:
+        raise ValueError("need at least one phase on each side")
+    if not 0 < n_min < n_max:
+        raise ValueError(f"need 0 < n_min < n_max, got {n_min}, {n_max}")
+
+    def delta(u: float) -> float:
+        n = math.exp(u)
+        fa = -np.logaddexp.reduce([-float(f(n)) for f in after])
+        fb = -np.logaddexp.reduce([-float(f(n)) for f in before])
+        return float(fa - fb)
+
+    us = np.linspace(math.log(n_min), math.log(n_max), num_grid)
+    values = np.array([delta(u) for u in us])
+    change = np.flatnonzero((values[:-1] > 0) & (values[1:] <= 0))
+    if not change.size:
+        return math.nan
+    i = int(change[-1])
+    return math.exp(brentq(delta, us[i], us[i + 1], xtol=1e-12, rtol=1e-12))
 
 
 def posterior_phase_fractions(labels: Iterable[str] | np.ndarray) -> dict[str, float]:
