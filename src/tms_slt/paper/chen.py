@@ -736,6 +736,20 @@ def write_up(built: dict[str, Built], meta: dict[str, dict]) -> str:
             "(loss down, LLC up) cannot be tested on this data: the plateaus SGD passes "
             "through on the way are not at critical points."
         )
+    if sg["transitions_matched"] == 0:
+        what_differs = (
+            f"In these runs {sg['plateaus_matched_last']} of the {sg['plateaus_matched']} "
+            f"matched plateaus (of {sg['plateaus']}) are the last of their seed, and no "
+            "transition joins two matched plateaus: the stages SGD passes "
+            "through on the way carry k-gon labels without sitting at the k-gons, so this "
+            "data neither supports nor refutes the paper's claim about the LLCs of the "
+            "critical points SGD visits; the λ̂ of those stages is flagged unreliable."
+        )
+    else:
+        what_differs = (
+            f"{sg['transitions_matched']} of {sg['transitions']} transitions join two matched "
+            "plateaus; the claim is tested on those only."
+        )
     return f"""# Chen et al. 2023, "Dynamical versus Bayesian phase transitions in a toy model of \
 superposition": reproduction
 
@@ -859,8 +873,8 @@ checkpoints are "5−"; the sign-of-b rule the experiment stored called
 than twice the 5−'s loss (live short columns of the 5+ family, or not near a k-gon at all).
 
 {sg["transitions"]} transitions between {sg["plateaus"]} plateaus, most often {top}. Of the
-plateaus, {sg["plateaus_matched"]} are matched ({matched_by}); the others are not near a
-critical point: {unmatched}. Transitions with both plateaus matched:
+plateaus, {sg["plateaus_matched"]} are matched ({matched_by}); the others are not, because:
+{unmatched}. Transitions with both plateaus matched:
 {sg["transitions_matched"]}. {claim} With reliable λ̂ on both plateaus (a plateau at a
 saddle, on a ReLU kink or still descending has none):
 {sg["claim_reliable"]} of {sg["with_reliable_deltas"]} meet the claim; λ̂ flagged unreliable
@@ -869,9 +883,5 @@ is not counted anywhere. The plateau-median loss falls across
 last plateau's critical point: {final_matched}. Wall time: {wall_time(meta, "sgd_plateaus")}.
 
 **What differs.** The paper attaches to a plateau the LLC of the k-gon its label names. Here a
-plateau gets a critical point (and its λ) only when it sits at one, and in these runs that
-happens at the end of training, not on the way: the intermediate stages carry k-gon labels
-without being near the k-gons, so the paper's claim about the LLCs of the critical points
-SGD passes is not supported (or refuted) by this data, and the detector's λ̂ on those stages
-is flagged unreliable.
+plateau gets a critical point (and its λ) only when it sits at one. {what_differs}
 """

@@ -79,6 +79,7 @@ def plateau_transitions(ds: xr.Dataset) -> tuple[list[dict], list[dict]]:
     ):
         p["match"] = m.label
         p["reason"] = m.reason
+        p["point_loss"] = m.loss  # exact loss at the representative checkpoint
         p["llc_exact"] = _exact_llc(m.label) if m.label is not None else math.nan
     transitions = []
     for before, after in itertools.pairwise(plateaus):
@@ -112,6 +113,17 @@ def _grad_norms(W: torch.Tensor, b: torch.Tensor) -> np.ndarray:
     b = b.clone().requires_grad_(True)
     gW, gb = torch.autograd.grad(tms_population_loss_torch(W, b).sum(), (W, b))
     return torch.sqrt(gW.square().sum((-2, -1)) + gb.square().sum(-1)).numpy()
+
+
+def _label_loss(label: str, c: int = 6) -> float:
+    """Exact loss of the regular k-gon critical point a label names, NaN for k < 2."""
+    from tms_slt.theory import kgon_solution
+
+    digits = "".join(ch for ch in label if ch.isdigit())
+    k = int(digits)
+    if not 2 <= k <= c:
+        return math.nan
+    return kgon_solution(k, c, "auto", label[len(digits) :] or "-").loss
 
 
 def _exact_llc(label: str | None, c: int = 6) -> float:
@@ -172,7 +184,11 @@ def sgd_plateaus(ds: xr.Dataset, out: Path) -> Built:
         ),
         save_figure(
             plot_transition_statistics(
-                ordered, matched_counts, dl[both_exact], dlam_exact[both_exact]
+                ordered,
+                matched_counts,
+                np.array([ds["checkpoint"].values[p["representative"]] for p in plateaus]),
+                np.array([p["point_loss"] / _label_loss(p["label"]) for p in plateaus]),
+                np.array([p["match"] is not None for p in plateaus], dtype=bool),
             ),
             out / "figures" / "sgd_transition_statistics.png",
         ),
@@ -193,6 +209,7 @@ def sgd_plateaus(ds: xr.Dataset, out: Path) -> Built:
     for p in plateaus:
         last[p["instance"]] = p  # the last plateau of each seed
     final_matched = Counter(p["match"] or "unmatched" for p in last.values())
+    matched_last = sum(p["match"] is not None for p in last.values())
     loss = ds["loss"].values
     six = labels == "6"
     five_minus = labels == "5-"
@@ -204,6 +221,7 @@ def sgd_plateaus(ds: xr.Dataset, out: Path) -> Built:
         "transitions": len(found),
         "plateaus": len(plateaus),
         "plateaus_matched": n_match,
+        "plateaus_matched_last": matched_last,
         "plateaus_matched_by_label": dict(
             Counter(p["match"] for p in plateaus if p["match"] is not None).most_common()
         ),

@@ -121,13 +121,16 @@ def plot_sgd_plateaus(tracked: xr.Dataset, instances: Sequence[int]) -> Figure:
 def plot_transition_statistics(
     counts: dict[str, int],
     matched: dict[str, int],
-    delta_loss: np.ndarray,
-    delta_llc: np.ndarray,
+    step: np.ndarray,
+    loss_ratio: np.ndarray,
+    is_matched: np.ndarray,
 ) -> Figure:
     """(left) How often each plateau transition k → k′ occurs, and how many of those join two
-    plateaus matched to critical points; (right) Δλ (exact λ of the matched critical points)
-    against Δloss for the matched transitions with both λ known, the paper's claim being the
-    upper-left quadrant. Unmatched transitions and λ̂ are not in the right panel."""
+    plateaus matched to critical points; (right) every plateau's loss over the loss of the
+    k-gon critical point its label names (both exact population losses, at the plateau's
+    least-‖∇L‖ checkpoint), against the step of that checkpoint,
+    matched plateaus (`transitions.critical`) in blue: a label names a critical point, but
+    only the plateaus at ratio ≈ 1 sit at one."""
     fig = Figure(figsize=(10, 4), layout="constrained")
     left, right = fig.subplots(1, 2)
     names = list(counts)[:15]
@@ -142,20 +145,19 @@ def plot_transition_statistics(
     left.set_title("plateau transitions k → k′", fontsize=10)
     left.tick_params(axis="y", labelsize=7)
     left.legend(fontsize=7)
-    ok = np.isfinite(delta_loss) & np.isfinite(delta_llc)
-    claim = ok & (delta_loss < 0) & (delta_llc > 0)
-    jitter = np.random.default_rng(0).uniform(-0.08, 0.08, size=np.shape(delta_llc))
-    y = delta_llc + jitter  # Δλ takes a few values: jittered so that the points show
-    right.scatter(delta_loss[ok & ~claim], y[ok & ~claim], s=10, color="C3", label="other")
-    right.scatter(delta_loss[claim], y[claim], s=10, color="C2", label="Δloss < 0, Δλ > 0")
-    right.axhline(0, color="0.5", lw=0.8)
-    right.axvline(0, color="0.5", lw=0.8)
-    right.set_xscale("symlog", linthresh=1e-3)
-    right.set_xlabel("Δloss across the transition")
-    right.set_ylabel("Δλ of the matched critical points (jittered)")
+    ok = np.isfinite(loss_ratio)
+    m = ok & is_matched
+    right.scatter(
+        np.maximum(step[ok & ~m], 1), loss_ratio[ok & ~m], s=8, color="C3", label="unmatched"
+    )
+    right.scatter(np.maximum(step[m], 1), loss_ratio[m], s=8, color="C0", label="matched")
+    right.axhline(1, color="0.5", lw=0.8)
+    right.set_xscale("log")
+    right.set_yscale("log")
+    right.set_xlabel("step of the plateau's least-‖∇L‖ checkpoint (0 drawn at 1)")
+    right.set_ylabel("plateau loss / loss of its label's k-gon")
     right.set_title(
-        f"{int(claim.sum())} of {int(ok.sum())} matched transitions in the paper's quadrant",
-        fontsize=10,
+        f"{int(m.sum())} of {int(ok.sum())} plateaus sit at their critical point", fontsize=10
     )
     right.legend(fontsize=7)
     return fig
