@@ -22,6 +22,7 @@ def quick(quick_figures) -> Path:
 
 def test_every_figure_table_and_the_write_up_are_written(quick):
     for name in (
+        "bayesian_comparison",
         "bayesian_transitions",
         "free_energy_ti",
         "sgd_plateaus",

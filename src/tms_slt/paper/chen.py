@@ -503,6 +503,7 @@ def free_energy_ti(ds: xr.Dataset, out: Path) -> Built:
         "burnin": int(ds.attrs.get("num_burnin", 0)),
         "lambda_eff_max": {k: float(B[k].excess.max()) for k in B},
         "lambda_eff_argmax": {k: float(n[int(np.argmax(B[k].excess))]) for k in B},
+        "lambda_eff_settled": {k: _settled(n, B[k].excess, full[k].llc) for k in B},
     }
 
     def fmt(c: float, iv: tuple[float, float]) -> str:
@@ -539,10 +540,75 @@ def free_energy_ti(ds: xr.Dataset, out: Path) -> Built:
     return Built((fig_path, table_path), numbers)
 
 
+def _settled(n: np.ndarray, excess: np.ndarray, llc: float, rtol: float = 0.05) -> float:
+    """The smallest n from which on every λ_eff is within `rtol` of λ (NaN if none)."""
+    off = np.flatnonzero(np.abs(excess / llc - 1) > rtol)
+    if not off.size:
+        return float(n[0])
+    return float(n[off[-1] + 1]) if off[-1] + 1 < n.size else math.nan
+
+
 def _w(F: np.ndarray, j: int) -> np.ndarray:
     """Share of basin j among the rows of F (free energies)."""
     w = np.exp(-(F - F.min(0)))
     return w[j] / w.sum(0)
+
+
+def bayesian_comparison(datasets: dict[str, xr.Dataset], out: Path) -> Built:
+    """The 6-gon's share of the posterior mass of {6, 5+, 5−} against n: observed (replica
+    exchange, ± 2 SE from the two quarters of the draws), thermodynamic integration (± 2 SE),
+    the Laplace formula with every O(1) term and the leading order; the crossings marked."""
+    from tms_slt.plots.chen import plot_bayesian_comparison
+    from tms_slt.theory import kgon_free_energy
+
+    bt, ti = datasets["bayesian_transitions"], datasets["free_energy_ti"]
+    fractions = bt["count"] / bt["count"].sum("configuration")
+    five = [str(c) for c in fractions["configuration"].values if str(c).startswith("5")]
+    f6 = fractions.sel(configuration="6").values
+    f5 = fractions.sel(configuration=five).sum("configuration").values
+    obs_share = f6 / (f6 + f5)
+    q_se = np.abs(bt["fraction_6gon_first"].values - bt["fraction_6gon_second"].values) / 2
+    obs_se = q_se / np.maximum(f6 + f5, 1e-12)
+    B = _basins(ti)
+    n = ti["n"].values
+    F = np.stack([B[k].free_energy for k in ("6", "5+", "5-")])
+    se = np.stack([B[k].standard_error for k in ("6", "5+", "5-")])
+    share = _six_share(*F)
+    grad = np.stack([-share * (1 - share), share * _w(F, 1), share * _w(F, 2)])
+    share_se = np.sqrt(((grad * se) ** 2).sum(0))
+    full = {lab: kgon_free_energy(k, 6, v) for k, v, lab in MINIMA}
+    lead = [
+        n * full[k].loss + full[k].llc * np.log(n) + full[k].leading_order_constant
+        for k in ("6", "5+", "5-")
+    ]
+    curves = {
+        "thermodynamic integration (± 2 SE)": (n, share, share_se),
+        "Laplace, every O(1) term": (
+            n,
+            _six_share(*(np.asarray(full[k](n)) for k in ("6", "5+", "5-"))),
+            None,
+        ),
+        "leading order (Chen et al.'s F_n)": (n, _six_share(*lead), None),
+    }
+    laplace = laplace_predictions()
+    crossings = {
+        "leading order": laplace["leading order"]["5± → 6"],
+        "Laplace, every O(1) term": laplace["Laplace, every O(1) term"]["5± → 6"],
+        "thermodynamic integration": ti_crossing_of(B)[0],
+        "observed": observed_crossing(fractions),
+    }
+    path = save_figure(
+        plot_bayesian_comparison((bt["n"].values, obs_share, obs_se), curves, crossings),
+        out / "figures" / "bayesian_comparison.png",
+    )
+    return Built((path,), {})
+
+
+def ti_crossing_of(B: dict) -> tuple[float, tuple[float, float]]:
+    """The thermodynamic-integration crossing 5± → 6 of the saved basins."""
+    from tms_slt.transitions.thermodynamic import ti_crossing
+
+    return ti_crossing([B["6"]], [B["5+"], B["5-"]])
 
 
 def _n_train(ds: xr.Dataset) -> int:
@@ -690,6 +756,11 @@ def write_up(built: dict[str, Built], meta: dict[str, dict]) -> str:
         if np.isfinite(ti_n)
         else False
     )
+    settled = ", ".join(f"{k}: {v:.0f}" for k, v in ti["lambda_eff_settled"].items())
+    masses = ", ".join(f"{k}: {v:.3f}" for k, v in ti["prior_mass"].items())
+    ti_inside = bool(np.isfinite(ti_n) and obs_lo <= ti_n <= obs_hi)
+    ti_where = "inside" if ti_inside else "outside"
+    ti_overlaps = "overlap" if ti_overlap else "do not overlap"
     closure = ", ".join(f"{k} {v[0]:+.2f} ± {v[1]:.2f}" for k, v in ti["closure"].items())
     peak = ", ".join(
         f"{k}: {ti['lambda_eff_max'][k]:.1f} at n ≈ {ti['lambda_eff_argmax'][k]:.0f}"
@@ -699,21 +770,17 @@ def write_up(built: dict[str, Built], meta: dict[str, dict]) -> str:
     ti_share = ti["share_6"]
     ti_ns = np.array([float(k) for k in ti_share])
     compare = []
+    ti_values = np.array([v[0] for v in ti_share.values()])
+    ti_errors = np.array([v[1] for v in ti_share.values()])
     for k, v in obs_share.items():
         n_obs = float(k)
-        if 40 <= n_obs <= 700:
-            i = int(np.argmin(np.abs(np.log(ti_ns) - math.log(n_obs))))
-            key = list(ti_share)[i]
-            compare.append(
-                [
-                    k,
-                    f"{v:.2f}",
-                    f"{ti_ns[i]:.0f}",
-                    f"{ti_share[key][0]:.2f} ± {ti_share[key][1]:.2f}",
-                ]
-            )
+        if 20 <= n_obs <= 700:
+            at = math.log(n_obs)
+            mid = float(np.interp(at, np.log(ti_ns), ti_values))
+            err = float(np.interp(at, np.log(ti_ns), ti_errors))
+            compare.append([k, f"{v:.2f}", f"{mid:.2f} ± {err:.2f}", f"{v - mid:+.2f}"])
     compare_table = table(
-        ["n (observed)", "6's share of {6, 5±}, observed", "n (TI rung)", "6's share, TI"],
+        ["n", "observed", "thermodynamic integration (interpolated in log n)", "difference"],
         compare,
     )
 
@@ -785,6 +852,8 @@ Wall time: {wall_time(meta, "kgon_table")}.
 
 ## 2. Bayesian phase transitions in n
 
+![](figures/bayesian_comparison.png)
+
 ![](figures/bayesian_transitions.png)
 
 ![](figures/free_energy_ti.png)
@@ -801,6 +870,8 @@ predicts the posterior to move from the 5-gon to the 6-gon at n ≈ {PAPER_CROSS
 does not depend on the rule that tells 5+ from 5−).
 
 {crossing_table}
+(In brackets: ± 2 SE; "—" where ΔF ± 2 SE does not change sign on the ladder of n.)
+
 **The leading order misses by a factor of {ratio:.1f}, and why.** F_n = nL + λ log n + ½‖w*‖²
 is Laplace's method to O(1) only in part: of the O(1) terms it keeps one, ½‖w*‖² at one
 point, and leaves out the rest (`theory.kgon_free_energy`; each term's size for 6 − 5−, in
@@ -826,16 +897,15 @@ leading-order crossing; with them the Laplace crossing is n ≈ {_n(full["5− �
 and {_n(full["5± → 6"])} (5± → 6), {"inside" if full_inside else "outside"} the observed
 interval {_n(obs_lo)}–{_n(obs_hi)}. What is left is the failure of the Laplace formula itself
 at these n: it assumes λ_eff(n) = n(E_n[L] − L*) = λ, while the confined chains measure a
-λ_eff that peaks at {peak} (right panel of the second figure) and reaches λ only for n ≳ 10³
-(n·h ≫ 1 for the soft directions). Thermodynamic integration in n over those λ_eff, anchored
-exactly at n → 0 by the prior mass of each basin ({
-        ", ".join(f"{k} {v:.3f}" for k, v in ti["prior_mass"].items())
-    }), gives the non-asymptotic crossing n ≈ {_n(ti_n)}
-({_n_interval((ti_lo, ti_hi))}), which {"overlaps" if ti_overlap else "does not overlap"} the
-observed interval. Closure of the integration (integrated up from the prior end minus the
-Laplace formula at n = {ti["n_range"][1]:.0e}): {closure} nats; a non-zero closure is the
-Laplace formula's own error at that n (for 5−, the O(n^(−1/3)) edge layer of its flat set)
-plus the integration's Monte Carlo and quadrature error.
+λ_eff that peaks at {peak} (right panel of the third figure) and stays within 5% of λ only
+from n ≈ {settled} on (n·h ≫ 1 for the soft directions). Thermodynamic integration in n over
+those λ_eff, anchored exactly at n → 0 by the prior mass of each basin ({masses}), gives the
+non-asymptotic crossing n ≈ {_n(ti_n)} ({_n_interval((ti_lo, ti_hi))}): {ti_where} the
+observed interval, and the two intervals {ti_overlaps}. Closure of the integration
+(integrated up from the prior end minus the Laplace formula at n = {ti["n_range"][1]:.0e}):
+{closure} nats; a non-zero closure is the Laplace formula's own error at that n (for 5−,
+the O(n^(−1/3)) edge layer of its flat set) plus the integration's Monte Carlo and
+quadrature error.
 
 The 6-gon's share of the posterior mass of {{6, 5+, 5−}}, observed (replica exchange, on the
 training set's L_N) and from thermodynamic integration (exact L):

@@ -99,6 +99,46 @@ def plot_free_energy_ti(
     return fig
 
 
+def plot_bayesian_comparison(
+    observed: tuple[np.ndarray, np.ndarray, np.ndarray],
+    curves: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]],
+    crossings: dict[str, float],
+) -> Figure:
+    """The 6-gon's share of {6, 5+, 5−} against n: observed points (n, share, SE) with ± 2 SE
+    bars, predicted curves (name → (n, share, SE or None), bands ± 2 SE), and each crossing
+    (name → n_c) as a vertical line in its curve's colour (the observed one dashed red)."""
+    fig = Figure(figsize=(7.5, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    colors = {}
+    for i, (name, (n, share, se)) in enumerate(curves.items()):
+        colors[name.split(" (")[0]] = f"C{i}"
+        ax.plot(n, share, color=f"C{i}", label=name)
+        if se is not None:
+            ax.fill_between(n, share - 2 * se, share + 2 * se, color=f"C{i}", alpha=0.25)
+    n_obs, share_obs, se_obs = observed
+    ax.errorbar(
+        n_obs, share_obs, yerr=2 * se_obs, fmt="o", ms=3, color="C3", label="observed (± 2 SE)"
+    )
+    for name, value in crossings.items():
+        if np.isfinite(value):
+            ax.axvline(
+                value,
+                color="C3" if name == "observed" else colors.get(name, "k"),
+                ls="--" if name == "observed" else ":",
+                lw=1.2,
+                label=f"n_c, {name}: {value:.0f}",
+            )
+    ax.axhline(0.5, color="0.6", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_xlim(10, 3000)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("sample size n")
+    ax.set_ylabel("6-gon's share of the posterior mass of {6, 5+, 5−}")
+    ax.legend(fontsize=7, loc="upper left")
+    ax.set_title("Bayesian transition 5± → 6 (c = 6): predicted and observed", fontsize=10)
+    return fig
+
+
 def plot_sgd_plateaus(tracked: xr.Dataset, instances: Sequence[int]) -> Figure:
     """Loss and λ̂ against step for a few seeds (`plot_loss_llc`), each plateau's
     configuration drawn in the strip above (W's columns at the plateau's middle checkpoint)."""
