@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 
 from tms_slt.io import read_dataset
 from tms_slt.paper import build
-from tms_slt.paper.chen import observed_crossing
+from tms_slt.paper.chen_bayes import observed_crossing, observed_crossing_interval
 from tms_slt.paper.chen_sgd import plateau_transitions
 
 pytestmark = pytest.mark.experiments
@@ -99,3 +100,31 @@ def test_sgd_plateaus_descend(quick):
 def test_figures_rebuild_identically_from_saved_results(quick, tmp_path, digest):
     build("chen2023", quick / "data", tmp_path)
     assert digest(tmp_path) == digest(quick)
+
+
+def test_observed_crossing_interval_brackets_and_widens():
+    """d = f6 − f5 rises linearly in log n through 0 at n = 10^2.5; with SE(d) = |q1 − q2| the
+    interval is where d ∓ 2 SE crosses 0: symmetric in log n about the crossing, and wider
+    for a larger quarter difference."""
+    import xarray as xr
+
+    n = np.logspace(1, 4, 7)
+    six = np.linspace(0.2, 0.8, 7)
+    fr = xr.DataArray(
+        np.stack([six, 1 - six], -1),
+        dims=("n", "configuration"),
+        coords={"n": n, "configuration": ["6", "5-"]},
+    )
+    centre = observed_crossing(fr)
+    assert centre == pytest.approx(10**2.5)
+    widths = []
+    for q in (0.02, 0.05):
+        first = xr.DataArray(six + q / 2, dims="n")
+        second = xr.DataArray(six - q / 2, dims="n")
+        lo, hi = observed_crossing_interval(fr, first, second)
+        assert lo < centre < hi
+        assert math.log(centre / lo) == pytest.approx(math.log(hi / centre), rel=1e-6)
+        # d rises by 0.2 per half-decade of n: ± 2q in d is ± 2q / 0.2 half-decades.
+        assert math.log10(hi / lo) == pytest.approx(2 * (2 * q / 0.2) * 0.5, rel=1e-6)
+        widths.append(hi / lo)
+    assert widths[1] > widths[0]

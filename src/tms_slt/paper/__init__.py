@@ -16,7 +16,7 @@ from typing import Any
 import xarray as xr
 
 from tms_slt.io import RESULTS_FILE, atomic_write_text, read_dataset
-from tms_slt.paper import chen, chen_sgd, elhage, moving, swish
+from tms_slt.paper import chen, chen_bayes, chen_sgd, elhage, moving, swish
 from tms_slt.paper.common import Built
 
 
@@ -65,8 +65,8 @@ STUDIES: dict[str, dict[str, Callable[[xr.Dataset, Path], Built]]] = {
     },
     "chen2023": {
         "kgon_table": chen.kgon_table,
-        "bayesian_transitions": chen.bayesian_transitions,
-        "free_energy_ti": chen.free_energy_ti,
+        "bayesian_transitions": chen_bayes.bayesian_transitions,
+        "free_energy_ti": chen_bayes.free_energy_ti,
         "sgd_plateaus": chen_sgd.sgd_plateaus,
     },
     "swish": {"swish_vs_relu": swish.swish_vs_relu},
@@ -104,7 +104,7 @@ def build(study: str, data_dir: Path, out_dir: Path) -> dict[str, Built]:
 
 #: study -> builder of the figures that need more than one saved result (name -> dataset).
 COMBINED: dict[str, Callable[[dict[str, xr.Dataset], Path], Built]] = {
-    "chen2023": chen.bayesian_comparison,
+    "chen2023": chen_bayes.bayesian_comparison,
 }
 
 
