@@ -161,12 +161,12 @@ def dead_column_prior_mass(W_live: np.ndarray, bias: float, sigma: float = 1.0) 
 
         ∫_A φ = ∫_{max_i W_i·w ≤ −b*} φ_2(w) Φ(−max(‖w‖², max_i W_i·w)/σ) dw,
 
-    integrated here in polar coordinates (scipy ``quad``, relative error ~1e-10), using the
-    region's 2k-fold dihedral symmetry when the live columns form a regular k-gon.
+    integrated here in polar coordinates (scipy ``quad``, relative error ~1e-10) over one of
+    the 2k wedges of the region's dihedral symmetry.
 
     Args:
-        W_live: (2, k) live columns (their convex hull must contain 0 in its interior, as for
-            a regular k-gon with k ≥ 3, so that the region is bounded).
+        W_live: (2, k) live columns, a regular k-gon with k ≥ 3 (so that the region is
+            bounded).
         bias: b* < 0, the bias of the live columns.
         sigma: the prior's standard deviation.
     """
@@ -199,17 +199,12 @@ def dead_column_prior_mass(W_live: np.ndarray, bias: float, sigma: float = 1.0) 
     angles = np.sort(np.mod(np.arctan2(W_live[1], W_live[0]), 2 * math.pi))
     norms = np.linalg.norm(W_live, axis=0)
     gaps = np.diff(np.concatenate([angles, [angles[0] + 2 * math.pi]]))
-    regular = np.allclose(gaps, 2 * math.pi / k, atol=1e-9) and np.allclose(norms, norms[0])
-    if regular:  # 2k copies of the wedge from a vertex to the middle of an edge
-        a0 = float(angles[0])
-        val, _ = scipy.integrate.quad(radial, a0, a0 + math.pi / k, epsabs=0, epsrel=1e-10)
-        return 2 * k * val
-    breaks = np.sort(np.mod(np.concatenate([angles, angles + math.pi / 2]), 2 * math.pi))
-    total = 0.0
-    for lo, hi in zip(breaks, np.append(breaks[1:], breaks[0] + 2 * math.pi), strict=True):
-        if hi > lo:
-            total += scipy.integrate.quad(radial, lo, hi, epsabs=0, epsrel=1e-10)[0]
-    return total
+    if not (np.allclose(gaps, 2 * math.pi / k, atol=1e-9) and np.allclose(norms, norms[0])):
+        raise ValueError("the live columns must form a regular k-gon")
+    # 2k copies of the wedge from a vertex to the middle of an edge.
+    a0 = float(angles[0])
+    val, _ = scipy.integrate.quad(radial, a0, a0 + math.pi / k, epsabs=0, epsrel=1e-10)
+    return 2 * k * val
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,12 @@ The free energy of a phase (a neighbourhood of the critical point w_k) is, to le
 
     F_n(k) ≈ n L_k + λ_k log n + c_k,
 
-L_k the population loss, λ_k the local learning coefficient and c_k an O(1) term, such as
-−log φ(w_k) for a prior φ (Chen et al. 2023 use a standard normal prior, c_k = ½‖w_k‖², and
-predict the 5 → 6-gon crossing at c = 6 from it: n ≈ 601 with, 445 without). The posterior
+L_k the population loss, λ_k the local learning coefficient and c_k an O(1) term. Chen et al.
+2023 take c_k = ½‖w_k‖² (a standard normal prior at one point) and predict the 5 → 6-gon
+crossing at c = 6 from it (n ≈ 601; 445 without it); the O(1) term of a Morse–Bott minimum
+has more parts (the curved log-det, symmetric copies, the rotation orbit, the prior mass of a
+flat set: `theory.free_energy.kgon_free_energy`, which moves that crossing to ≈ 112), and
+:func:`pooled_crossing` compares unions of phases with any such free energies. The posterior
 concentrates on the phase of least F_n: small n prefers low λ (simple, high loss), large n low
 loss. The preferred phase between a and b changes where, in u = log n,
 h(u) = e^u ΔL + Δλ u + Δc = 0 (ΔL = L_a − L_b, …), which has at most two roots (h is convex
