@@ -111,7 +111,7 @@ def basin_free_energy(
     num_prior_draws: int = 1_000_000,
     generator: torch.Generator,
     return_state: bool = False,
-) -> BasinFreeEnergy:
+) -> BasinFreeEnergy | tuple[BasinFreeEnergy, torch.Tensor]:
     """F_n of the basin labelled like the regular k-gon (``kgon_free_energy(k, c, variant)``)
     at every n of ``ns`` (increasing; the last is the Laplace anchor, e.g. 1e6), by
     thermodynamic integration with confined MALA chains (module docstring).
