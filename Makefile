@@ -35,7 +35,7 @@ check: test
 EXPERIMENTS := elhage2022/superposition_vs_sparsity elhage2022/phase_diagram \
 	elhage2022/phase_diagram_3in2 \
 	elhage2022/feature_dimensionality chen2023/kgon_table chen2023/bayesian_transitions \
-	chen2023/sgd_plateaus swish/swish_vs_relu moving-distribution/tracking
+	chen2023/sgd_plateaus chen2023/free_energy_ti swish/swish_vs_relu moving-distribution/tracking
 
 paper-data: venv-core
 	@for e in $(EXPERIMENTS); do \

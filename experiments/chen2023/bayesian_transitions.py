@@ -5,7 +5,9 @@
 Predicted: the crossings n_c between the c = 6 local minima with known λ (6-gon, 5+, 5−) of
 F_n = n L_k + λ_k log n + ½‖w_k‖² (the last term: Chen et al.'s standard normal prior), from
 `theory.kgon_llc`, and again with λ̂ ± 2 SE (estimate_llc's defaults at the minima refined on
-the training set) for an interval. Observed: the tempered posterior exp(−n L_N(w)) φ(w) on one
+the training set) for an interval. (The crossings with every O(1) term are closed forms,
+`theory.kgon_free_energy`, computed by `tms-slt figures chen2023`; the non-asymptotic ones
+come from `free_energy_ti.py`.) Observed: the tempered posterior exp(−n L_N(w)) φ(w) on one
 training set of N samples, at a log ladder of n, sampled by replica exchange
 (`sampling.tempering.parallel_tempering`, R walkers per rung from Xavier-normal starts), every
 draw of the second half labelled by its k-gon. Saves results.nc + meta.json into --out

@@ -14,11 +14,17 @@ other n − k columns zero), distinguished further by the signs of the biases of
 columns.
 
 Label convention (:attr:`Configuration.label`): ``f"{k}"`` followed by one ``"+"`` for every
-*unrepresented* feature whose bias is positive (b_i ≥ ``bias_tol``), then one ``"-"`` for
-every unrepresented feature whose bias is non-positive (b_i < ``bias_tol``, i.e. negative or
-numerically zero: such a zero column outputs ReLU(b_i) ≈ 0). Pluses come first, so the label
+*unrepresented* feature whose column is alive on its own input, then one ``"-"`` for every
+unrepresented feature whose column is dead there. The criterion is functional: on the
+one-hot input t e_i (t ∈ [0, 1], Chen et al.'s high-sparsity data) output i is
+ReLU(‖W_i‖² t + b_i), identically zero iff ‖W_i‖² + b_i ≤ 0 (b_i ≤ 0 follows), so a column
+is dead ("−") where ‖W_i‖² + b_i < ``bias_tol`` (numerically zero counts as dead) and alive
+("+") otherwise. At the k-gon critical points (W_i = 0) this is the sign of b_i, Chen et
+al.'s k^{σ₊σ₋}; away from them it keeps a short live column with a slightly negative bias
+(the 5+ family: its output on its own input is positive and its loss below the 5−'s) out
+of the "−" class, which a sign-of-b rule would put there. Pluses come first, so the label
 depends only on the counts, e.g. ``"6"`` (k = n, no suffix), ``"5+"``, ``"5-"``, ``"4+-"``,
-``"4--"`` for n = 6. This is Chen et al.'s k^{σ₊σ₋} notation written on one line.
+``"4--"`` for n = 6.
 """
 
 from __future__ import annotations
@@ -130,8 +136,8 @@ class Configuration:
 
     Attributes:
         k: number of represented columns (``‖W_i‖ > norm_threshold``).
-        label: ``f"{k}"`` + ``"+"`` per unrepresented feature with positive bias + ``"-"``
-            per unrepresented feature with non-positive bias (see the module docstring).
+        label: ``f"{k}"`` + ``"+"`` per unrepresented feature alive on its own input
+            (‖W_i‖² + b_i ≥ ``bias_tol``) + ``"-"`` per dead one (see the module docstring).
         represented: per-feature mask.
         bias_signs: per-feature sign of b_i in {-1, 0, +1}; 0 where |b_i| < ``bias_tol``.
         regular_residual: distance from a regular k-gon, in radians plus a relative norm
@@ -178,8 +184,9 @@ def _classify_tensors(
     rep = norms > norm_threshold
     k = rep.sum(dim=-1)  # (...)
     signs = torch.where(b.abs() < bias_tol, torch.zeros_like(b), torch.sign(b)).to(torch.int64)
-    n_pos = (~rep & (signs > 0)).sum(dim=-1)
-    n_neg = (~rep & (signs <= 0)).sum(dim=-1)
+    alive = norms.square() + b >= bias_tol  # output i on input e_i is not identically 0
+    n_pos = (~rep & alive).sum(dim=-1)
+    n_neg = (~rep & ~alive).sum(dim=-1)
 
     # Angular gaps of the represented columns; unrepresented ones are sorted to the end.
     angles = torch.atan2(W[..., 1, :], W[..., 0, :])  # in (-π, π]
@@ -262,10 +269,11 @@ def classify(
     """Classify one model ``W: (2, n)``, ``b: (n,)`` as a k-gon (Chen et al. 2023).
 
     Feature i is represented when ‖W_i‖ > ``norm_threshold``; k counts them. The label is
-    k followed by the bias-sign pattern of the unrepresented features (module docstring);
-    b_i counts as 0 when |b_i| < ``bias_tol``. ``regular_residual`` = max_j |g_j − 2π/k|
-    (cyclic angular gaps of the represented columns, radians) + (max − min)/mean of their
-    norms, and ``is_regular`` is ``regular_residual < regular_tol``.
+    k followed by "+" for each unrepresented feature alive on its own one-hot input
+    (‖W_i‖² + b_i ≥ ``bias_tol``) and "−" for each dead one (module docstring);
+    ``bias_signs`` reports b_i as 0 when |b_i| < ``bias_tol``. ``regular_residual`` =
+    max_j |g_j − 2π/k| (cyclic angular gaps of the represented columns, radians) +
+    (max − min)/mean of their norms, and ``is_regular`` is ``regular_residual < regular_tol``.
     """
     if isinstance(W, Tensor) and W.ndim != 2:
         raise ValueError(

@@ -323,3 +323,30 @@ def test_bad_shapes_raise() -> None:
         feature_count(torch.zeros(6))
     with pytest.raises(ValueError, match=r"\(\.\.\., m, n\)"):
         gram_eigenvalues(torch.zeros(()))
+
+
+def test_dead_column_label_is_functional_on_the_5plus_family() -> None:
+    """A short live sixth column with a slightly negative bias (‖W₆‖² + b₆ > 0: it outputs
+    on its own input) is in the 5+ family, with loss below the 5−'s; a sign-of-b rule would
+    call it "5−". The functional criterion labels it "5+", and a truly dead column (‖W₆‖² +
+    b₆ < 0, anywhere in the flat set) "5−"."""
+    from tms_slt.theory import kgon_critical_point, kgon_loss, tms_population_loss
+
+    W, b = (torch.tensor(a) for a in kgon_critical_point(5, 6, variant="-"))
+    W_live, b_live = W.clone(), b.clone()
+    # Along vertex 1 (72°), norm 0.35 < 0.5; ‖W₆‖² + b₆ = 0.1175 > 0.
+    W_live[:, 5] = 0.35 * torch.tensor([math.cos(0.4 * math.pi), math.sin(0.4 * math.pi)])
+    b_live[5] = -0.005
+    assert float(tms_population_loss(W_live, b_live)) < kgon_loss(5, 6, variant="-")
+    assert classify(W_live, b_live).label == "5+"
+    assert classify(W_live, b_live).bias_signs[5] == -1  # its bias is negative all the same
+    W_dead, b_dead = W_live.clone(), b_live.clone()
+    W_dead[:, 5] = torch.tensor([0.0, 0.1], dtype=torch.float64)
+    b_dead[5] = -0.3  # ‖W₆‖² + b₆ = −0.29: dead, inside the flat set
+    assert float(tms_population_loss(W_dead, b_dead)) == pytest.approx(
+        kgon_loss(5, 6, variant="-"), abs=1e-12
+    )
+    assert classify(W_dead, b_dead).label == "5-"
+    # Batched labels agree with the one-model classifier.
+    labels = kgon_labels(torch.stack([W_live, W_dead]), torch.stack([b_live, b_dead]))
+    assert labels.tolist() == ["5+", "5-"]

@@ -16,7 +16,7 @@ from typing import Any
 import xarray as xr
 
 from tms_slt.io import RESULTS_FILE, atomic_write_text, read_dataset
-from tms_slt.paper import chen, chen_sgd, elhage, moving, swish
+from tms_slt.paper import chen, chen_bayes, chen_sgd, elhage, moving, swish
 from tms_slt.paper.common import Built
 
 
@@ -65,7 +65,8 @@ STUDIES: dict[str, dict[str, Callable[[xr.Dataset, Path], Built]]] = {
     },
     "chen2023": {
         "kgon_table": chen.kgon_table,
-        "bayesian_transitions": chen.bayesian_transitions,
+        "bayesian_transitions": chen_bayes.bayesian_transitions,
+        "free_energy_ti": chen_bayes.free_energy_ti,
         "sgd_plateaus": chen_sgd.sgd_plateaus,
     },
     "swish": {"swish_vs_relu": swish.swish_vs_relu},
@@ -82,7 +83,7 @@ def build(study: str, data_dir: Path, out_dir: Path) -> dict[str, Built]:
     """
     if study not in STUDIES:
         raise ValueError(f"unknown study {study!r}; known: {', '.join(STUDIES)}")
-    built, meta = {}, {}
+    built, meta, datasets = {}, {}, {}
     for name, builder in STUDIES[study].items():
         path = Path(data_dir) / name / RESULTS_FILE
         if not path.exists():
@@ -90,12 +91,21 @@ def build(study: str, data_dir: Path, out_dir: Path) -> dict[str, Built]:
                 f"{path} not found: run experiments/{study}/{name}.py first (or --quick)"
             )
         ds = read_dataset(path)
+        datasets[name] = ds
         built[name] = builder(ds, Path(out_dir))
         meta[name] = {"wall_time_s": ds.attrs.get("wall_time_s"), "quick": ds.attrs.get("quick")}
+    if study in COMBINED:
+        built["combined"] = COMBINED[study](datasets, Path(out_dir))
     text = WRITE_UPS[study](built, meta)
     path = atomic_write_text(Path(out_dir) / f"{study}.md", text)
     built["write_up"] = Built((path,), {})
     return built
+
+
+#: study -> builder of the figures that need more than one saved result (name -> dataset).
+COMBINED: dict[str, Callable[[dict[str, xr.Dataset], Path], Built]] = {
+    "chen2023": chen_bayes.bayesian_comparison,
+}
 
 
 WRITE_UPS: dict[str, Callable[[dict[str, Built], dict[str, dict]], str]] = {

@@ -27,6 +27,11 @@ Contents and sources (see ``/work/shared/REFERENCES.md``):
 * :func:`kgon_llc`, :func:`kgon_llc_report`, :func:`kgon_llc_of_label`: the local learning
   coefficient of a regular k-gon where it is a Morse–Bott minimum of the exact loss,
   λ = rank(∇²L)/2, derived here (not quoted from the paper) and verified numerically.
+* :func:`morse_bott_free_energy`, :class:`MorseBottFreeEnergy`, :func:`kgon_free_energy`,
+  :func:`dead_column_prior_mass`: the free energy of a Morse–Bott minimum with every O(1)
+  term (Laplace's method normal to the minimum set; Watanabe 2009 for an isolated minimum),
+  and its terms at the k-gons (the log-det of the curved directions, symmetric copies,
+  rotation orbit, prior density, prior mass of a dead column's flat region).
 """
 
 from tms_slt.theory.coefficients import (
@@ -35,6 +40,14 @@ from tms_slt.theory.coefficients import (
     regular_learning_coefficient,
     rrr_learning_coefficient,
     sum_of_normal_crossings_learning_coefficient,
+)
+from tms_slt.theory.free_energy import (
+    KGonFreeEnergy,
+    MorseBottFreeEnergy,
+    dead_column_prior_mass,
+    gaussian_log_density,
+    kgon_free_energy,
+    morse_bott_free_energy,
 )
 from tms_slt.theory.potentials import (
     Potential,
@@ -59,19 +72,25 @@ from tms_slt.theory.tms import (
 )
 
 __all__ = [
+    "KGonFreeEnergy",
     "KGonLLC",
     "KGonSolution",
+    "MorseBottFreeEnergy",
     "Potential",
+    "dead_column_prior_mass",
     "dln_anchor",
     "dln_learning_coefficient",
     "dln_potential",
+    "gaussian_log_density",
     "kgon_critical_point",
+    "kgon_free_energy",
     "kgon_llc",
     "kgon_llc_of_label",
     "kgon_llc_report",
     "kgon_loss",
     "kgon_solution",
     "kgon_variants",
+    "morse_bott_free_energy",
     "normal_crossing_learning_coefficient",
     "normal_crossing_potential",
     "quadratic_potential",

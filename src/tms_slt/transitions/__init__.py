@@ -21,6 +21,7 @@ The detectors consume series of observables only; they never reach into models o
 from tms_slt.transitions.bayesian import (
     bayesian_crossings,
     free_energy,
+    pooled_crossing,
     posterior_configurations,
     posterior_phase_fractions,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "free_energy",
     "noise_sigma",
     "pelt_penalty",
+    "pooled_crossing",
     "posterior_configurations",
     "posterior_phase_fractions",
     "refine_boundary",
