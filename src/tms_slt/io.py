@@ -184,8 +184,21 @@ def save_figure(fig: Any, path: str | Path, *, dpi: int = FIGURE_DPI) -> Path:
 
 
 def dataset_bytes(ds: xr.Dataset) -> bytes:
-    """`ds` as netCDF (h5netcdf engine) in memory; string arrays become variable-length."""
-    return bytes(ds.to_netcdf(engine="h5netcdf"))
+    """`ds` as netCDF (h5netcdf engine) in memory; string arrays become variable-length.
+
+    The store is opened with the HDF5 lock alone, the bytes `Dataset.to_netcdf` gives: left
+    to itself, xarray asks a running Dask client for a lock named after the target, which
+    fails for an in-memory file (a sweep on Dask stores its points from such a process)."""
+    from xarray.backends import H5NetCDFStore
+    from xarray.backends.locks import HDF5_LOCK
+
+    buffer = io.BytesIO()
+    store = H5NetCDFStore.open(buffer, mode="w", lock=HDF5_LOCK)
+    try:
+        ds.dump_to_store(store)
+    finally:
+        store.close()
+    return buffer.getvalue()
 
 
 def inference_data_bytes(idata: Any) -> bytes:
