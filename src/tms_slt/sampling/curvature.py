@@ -404,7 +404,8 @@ def curvature_ratio(anchor: Curvature, hessians: Tensor, reference: Tensor) -> T
     `reference` (..., d, d)) taken on the same rows: exactly 1 where the loss is quadratic
     over the posterior's extent, whatever the rows; far from 1 where the chains sample a
     region whose curvature differs (finite-nβ, anharmonic: λ̂ is not yet the asymptotic
-    λ). NaN without eigenvectors."""
+    λ). NaN without eigenvectors, or without a curved direction at w* (w⁴: the ratio of
+    nothing to nothing says nothing)."""
     if anchor.eigenvectors is None:
         return torch.full(anchor.h_max.shape, math.nan, dtype=torch.float64)
     V = anchor.eigenvectors
@@ -416,6 +417,7 @@ def curvature_ratio(anchor: Curvature, hessians: Tensor, reference: Tensor) -> T
         curved, at_chains / at_anchor.clamp(min=1e-300), torch.zeros_like(at_chains)
     )
     per_chain = ratio.sum(-1) / curved.sum(-1).clamp(min=1)
+    per_chain = torch.where(curved.any(-1), per_chain, torch.nan)  # nothing curved to compare
     return per_chain.median(-1).values
 
 

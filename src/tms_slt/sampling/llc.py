@@ -296,7 +296,7 @@ def estimate_llc(
         backend=backend,
         weight_decay=weight_decay,
         bounding_box=bounding_box,
-        batch_size=batch_size,
+        batch_size=None if problem.n is None else batch_size,  # a potential has no batches
     )
     num_draws, num_burnin = settings.num_draws, settings.num_burnin
     kept_burnin = -(-num_burnin // thin)  # ⌈num_burnin / thin⌉ kept draws are burn-in
@@ -336,7 +336,13 @@ def estimate_llc(
         calibration["lowest_loss_shift"] = lowest_loss_at_ends(problem, traces, nbeta, side)
         curv = noise_where_chains_went(problem, curv, traces, side, nbeta)
         calibration.update(
-            noise_record(curv, nbeta, settings.step_size, batch_size, settings.noise_correction)
+            noise_record(
+                curv,
+                nbeta,
+                settings.step_size,
+                None if problem.n is None else batch_size,
+                settings.noise_correction,
+            )
         )
         if keep_params_every is None:
             traces = traces._replace(params=None)
