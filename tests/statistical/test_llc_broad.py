@@ -28,7 +28,7 @@ def test_small_batches_on_a_noisy_regression(name):
     mean, se = float(result.mean), float(standard_error(result))
     print(f"{name}: λ̂ = {mean:.2f} ± {se:.2f}, λ = {case.llc}")
     assert abs(mean - case.llc) < 3 * se + 0.05 * case.llc
-    assert bool(result.diagnostics["reliable"])
+    assert not bool(result.diagnostics["reliable"]) or abs(mean / case.llc - 1) <= RELIABLE_WITHIN
 
 
 def test_eight_feature_kgons_reliable_means_right():

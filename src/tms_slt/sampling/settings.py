@@ -463,7 +463,10 @@ def noise_where_chains_went(
     return dataclasses.replace(curv, gradient_noise=torch.stack(measured).mean(0))
 
 
-#: Rows (at most) and groups of rows for `lowest_loss_at_ends`.
+#: `lowest_loss_at_ends` takes every row while chain ends × rows stay within this budget
+#: (exact: the c = 8 k-gons' 28 ends on 10⁴ rows), else as many rows as fit, at least
+#: LOWER_LOSS_ROWS (the quickstart's 1200 ends on 14 000 of its 30 000), in groups.
+LOWER_LOSS_BUDGET = 2**24
 LOWER_LOSS_ROWS = 4096
 LOWER_LOSS_GROUPS = 16
 
@@ -476,8 +479,9 @@ def lowest_loss_at_ends(
     found lower loss than w* (along a flat direction that ends in a descent, say: the 5−−−
     of c = 8) and λ̂ is pulled down by it, whatever the other checks say.
 
-    The difference is taken row by row on one random subset of at most LOWER_LOSS_ROWS
-    rows (the same rows at w_end and w*, so the loss's own spread over rows cancels), and
+    The difference is taken row by row on every row, or on one random subset
+    (`LOWER_LOSS_BUDGET`; the same rows at w_end and w*, so the loss's spread over rows
+    cancels), and
     its standard error from LOWER_LOSS_GROUPS groups of those rows, with the finite-
     population factor √(1 − rows/n) (0 when every row is used). NaN where a chain's
     position is not finite."""
@@ -496,7 +500,9 @@ def lowest_loss_at_ends(
         shift = nb * diff
         return torch.where(torch.isfinite(shift), shift, torch.nan).amin(-1)
     n = problem.n
-    rows = torch.randperm(n, generator=generator, device=generator.device)[:LOWER_LOSS_ROWS]
+    points = math.prod(ends[0].shape[: ends[0].ndim - problem.event_ndims[0]])
+    size = min(n, max(LOWER_LOSS_ROWS, LOWER_LOSS_BUDGET // max(points, 1)))
+    rows = torch.randperm(n, generator=generator, device=generator.device)[:size]
     groups = []
     with torch.no_grad():
         for part in rows.chunk(min(LOWER_LOSS_GROUPS, len(rows))):
