@@ -73,8 +73,9 @@ class Curvature:
     pilot_h_max: (...) the largest eigenvalue seen at a pilot's chain positions, or None.
     eigenvectors: (..., d, d) the exact Hessian's eigenvectors (columns), or None (Lanczos).
     rows: the row subset every probe away from the anchor uses (`probe_rows`; None: all).
-    gradient_noise: (...) s̄, the minibatch gradient's variance at w* along the curved
-        directions, averaged over them (`gradient_noise`), or None where not measured.
+    gradient_noise: (...) s̄, the minibatch gradient's variance along the curved directions,
+        averaged over them (`gradient_noise`), where the chains are: at w* and the pilots'
+        ends before the run, at the chains' kept positions after it; None where not measured.
     """
 
     eigenvalues: Tensor
