@@ -35,6 +35,7 @@ from tms_slt.sampling.llc import (
     problem_for,
     sample,
 )
+from tms_slt.sampling.noise import gradient_noise
 from tms_slt.sampling.settings import choose_settings, predicted_bias
 from tms_slt.sampling.sgld import SGLD
 
@@ -98,10 +99,9 @@ def _bias_record(
     `estimate_llc` result. Empty for a problem without a differentiable loss."""
     if problem.loss_fn is None:
         return {}
-    curv = curvature.probe(problem, generator)
-    curv = dataclasses.replace(
-        curv, gradient_noise=curvature.gradient_noise(problem, curv, generator)
-    )
+    side = curvature.side_stream(generator)  # the grid's chains keep their own stream
+    curv = curvature.probe(problem, side)
+    curv = dataclasses.replace(curv, gradient_noise=gradient_noise(problem, curv, side))
     lead = curv.h_max.ndim
     eps, nb, gam = (
         torch.tensor([s[i] for s in settings], dtype=torch.float64).reshape(-1, *[1] * lead)

@@ -45,7 +45,7 @@ MAX_RELATIVE_ERROR = 0.05
 MAX_PREDICTED_BIAS = 0.05
 MAX_PREDICTED_DISCRETIZATION = 0.03
 #: The minibatch noise's predicted bias of λ̂ beyond which (either sign) the estimate is
-#: unreliable: what the noise correction did not take out (`settings.noise_record`, with s̄
+#: unreliable: what the noise correction did not take out (`noise.noise_record`, with s̄
 #: measured again where the chains went, from 256 gradient differences: ±9%).
 MAX_PREDICTED_NOISE = 0.03
 

@@ -24,17 +24,15 @@ from torch import Tensor
 from tms_slt.models import TMSParams, get_activation
 from tms_slt.sampling.backends import BACKENDS, resolve_backend, sample
 from tms_slt.sampling.chains import Traces, draw_noise, run_chains
+from tms_slt.sampling.checks import RATIO_POSITIONS, curvature_ratio_at_ends, lowest_loss_at_ends
 from tms_slt.sampling.curvature import side_stream
+from tms_slt.sampling.noise import noise_record, noise_where_chains_went
 from tms_slt.sampling.problems import Problem, module_problem, potential_problem, tms_problem
 from tms_slt.sampling.result import DIVERGENCE_FACTOR, LLCResult, compute_llc, default_nbeta
 from tms_slt.sampling.settings import (
-    RATIO_POSITIONS,
     choose_settings,
-    curvature_ratio_at_ends,
-    lowest_loss_at_ends,
+    noise_bias_per_unit,
     noise_corrected,
-    noise_record,
-    noise_where_chains_went,
     per_anchor,
 )
 from tms_slt.sampling.sgld import SGLD, Coefficient
@@ -334,7 +332,8 @@ def estimate_llc(
         calibration["curvature_ratio"] = curvature_ratio_at_ends(problem, curv, traces)
         side = side_stream(generator)
         calibration["lowest_loss_shift"] = lowest_loss_at_ends(problem, traces, nbeta, side)
-        curv = noise_where_chains_went(problem, curv, traces, side, nbeta)
+        unit = noise_bias_per_unit(curv, nbeta)
+        curv = noise_where_chains_went(problem, curv, traces, side, unit, RATIO_POSITIONS)
         calibration.update(
             noise_record(
                 curv,

@@ -13,7 +13,8 @@ from torch import Tensor
 
 from tms_slt.sampling import curvature
 from tms_slt.sampling.backends import sample
-from tms_slt.sampling.chains import Traces
+from tms_slt.sampling.checks import PROBED_CHAINS
+from tms_slt.sampling.noise import C_NOISE, MAX_NOISE_CORRECTION, gradient_noise, noise_record
 from tms_slt.sampling.problems import Problem
 from tms_slt.sampling.sgld import SGLD
 
@@ -24,8 +25,6 @@ from tms_slt.sampling.sgld import SGLD
 PILOT_STEPS = 200
 MAX_PILOT_ROUNDS = 6
 PILOT_GROWTH = 4.0
-#: The curvature is probed at the end points of this many pilot chains per anchor.
-PILOT_PROBED_CHAINS = 2
 
 
 #: γ = C_LOCALIZATION · nβ · h_soft: the softest curved direction keeps k/(k+γ) ≥ 95%.
@@ -35,14 +34,6 @@ C_LOCALIZATION = 0.05
 C_SINGULAR = 0.1
 #: ε = C_STEP / (nβ h_max + γ): the stiffest direction's variance is inflated by ≤ 2.6%.
 C_STEP = 0.1
-#: ... and ε ≤ 4·C_NOISE / (nβ² s̄) (s̄ = `Curvature.gradient_noise`): the minibatch
-#: gradient's noise would inflate the curved directions' variance, and λ̂, by κ ≤ C_NOISE,
-#: unless that ε would need more than MAX_DRAWS steps. The automatic settings take κ out of
-#: the injected noise (`noise_corrected`), up to MAX_NOISE_CORRECTION; what is left, or
-#: what s̄ at the chains' own positions says was missed, is flagged with the batch size that
-#: would do (`noise_record`).
-C_NOISE = 0.1
-MAX_NOISE_CORRECTION = 0.25
 #: Burn-in and post-burn-in draws, in units of the slowest relaxation time (`slowest_rate`).
 BURNIN_TAUS = 2.0
 SAMPLE_TAUS = 16.0
@@ -67,7 +58,7 @@ def noise_corrected(
 ) -> tuple[Tensor | float, Tensor | float, Tensor | float]:
     """(ε', nβ', γ') = (ε(1−κ), nβ/(1−κ), γ/(1−κ)): the SGLD step at (ε, nβ, γ) with its
     injected variance lowered from ε to ε(1−κ), written as a plain SGLD step. The minibatch
-    gradient adds (ε nβ/2)² Var(∇L_m) = ε·κ_i in direction i (`curvature.gradient_noise`),
+    gradient adds (ε nβ/2)² Var(∇L_m) = ε·κ_i in direction i (`noise.gradient_noise`),
     so with κ = mean_i κ_i the curved directions' variance, and λ̂ = nβ(E[L] − L*), are those
     of noise-free SGLD at nβ (Ahn, Korattikara & Welling 2012 subtract the gradient noise's
     covariance from the injected noise the same way; this subtracts its mean). λ̂ is computed
@@ -92,7 +83,7 @@ def predicted_bias(
     and T draws, λ̂ → ½ Σ_i k_i · v_i where v_i = 1/((k_i+γ)(1 − ε(k_i+γ)/4)) · r_i and
     r_i = 1 − mean_{B≤t<T} exp(−ε(k_i+γ)t) (the variance relaxing from 0 at the anchor);
     the truth in this model is ½ · (number of curved directions). The minibatch gradient's
-    noise multiplies each v_i by 1 + ε nβ² Var(v_iᵀ∇L_m)/4 (`curvature.gradient_noise`),
+    noise multiplies each v_i by 1 + ε nβ² Var(v_iᵀ∇L_m)/4 (`noise.gradient_noise`),
     "noise" on average, less the `noise_correction` taken out of the injected noise
     (`noise_corrected`). Returns "localization", "discretization", "burnin", "noise" (each
     with the others off) and "total".
@@ -210,36 +201,6 @@ def per_anchor(value: Tensor | float) -> Tensor | float:
     return float(value)
 
 
-#: `curvature_ratio_at_ends` probes this many positions (spread over the draws) per chain.
-RATIO_POSITIONS = 4
-
-
-def curvature_ratio_at_ends(problem: Problem, curv: curvature.Curvature, traces: Traces) -> Tensor:
-    """`curvature.curvature_ratio` over the last RATIO_POSITIONS kept positions of the first
-    PILOT_PROBED_CHAINS chains (folded into one dim: the median is over all of them), the
-    chains' and the anchor's Hessians on the same rows (`Curvature.rows`)."""
-    positions = []
-    for p, k in zip(traces.params, problem.event_ndims, strict=True):
-        chain_dim = p.ndim - k - 2
-        kept = p.narrow(chain_dim, 0, min(PILOT_PROBED_CHAINS, p.shape[chain_dim]))
-        kept = kept.narrow(
-            chain_dim + 1,
-            max(kept.shape[chain_dim + 1] - RATIO_POSITIONS, 0),
-            min(RATIO_POSITIONS, kept.shape[chain_dim + 1]),
-        )
-        positions.append(kept.flatten(chain_dim, chain_dim + 1))
-    finite = all(bool(torch.isfinite(e).all()) for e in positions)
-    if curv.eigenvectors is None or not finite:
-        return torch.full(curv.h_max.shape, math.nan, dtype=torch.float64)
-    anchor = tuple(
-        p.narrow(p.ndim - k - 1, 0, 1)
-        for p, k in zip(problem.params, problem.event_ndims, strict=True)
-    )
-    reference = curvature.hessian_at(problem, anchor, curv.rows).squeeze(-3)
-    chains = curvature.hessian_at(problem, tuple(positions), curv.rows)
-    return curvature.curvature_ratio(curv, chains, reference)
-
-
 def _pilot_round(
     problem: Problem,
     curv: curvature.Curvature,
@@ -269,9 +230,9 @@ def _pilot_round(
     traces = sample(
         problem, pilot, PILOT_STEPS, generator, backend=backend, keep_params_every=PILOT_STEPS
     )
-    ends = tuple(  # (..., chain ≤ PILOT_PROBED_CHAINS, *event): the chains' last positions
+    ends = tuple(  # (..., chain ≤ PROBED_CHAINS, *event): the chains' last positions
         p.select(p.ndim - k - 1, 0).narrow(
-            p.ndim - k - 2, 0, min(PILOT_PROBED_CHAINS, p.shape[p.ndim - k - 2])
+            p.ndim - k - 2, 0, min(PROBED_CHAINS, p.shape[p.ndim - k - 2])
         )
         for p, k in zip(traces.params, problem.event_ndims, strict=True)
     )
@@ -288,8 +249,8 @@ def _pilot_round(
             for p, k in zip(traces.params, problem.event_ndims, strict=True)
         )
         side = curvature.side_stream(generator)
-        there = curvature.gradient_noise(
-            problem, curv, side, every_end, bias_per_unit=_noise_bias_per_unit(curv, nbeta)
+        there = gradient_noise(
+            problem, curv, side, every_end, bias_per_unit=noise_bias_per_unit(curv, nbeta)
         )
         # the pilot's latest ε set its chains' spread: its measurement replaces an earlier one
         curv = dataclasses.replace(curv, gradient_noise=torch.maximum(anchor_noise, there))
@@ -335,8 +296,8 @@ def choose_settings(
     curv = dataclasses.replace(
         curv,
         rows=curvature.probe_rows(problem, side),
-        gradient_noise=curvature.gradient_noise(
-            problem, curv, side, bias_per_unit=_noise_bias_per_unit(curv, nbeta)
+        gradient_noise=gradient_noise(
+            problem, curv, side, bias_per_unit=noise_bias_per_unit(curv, nbeta)
         ),
     )
     anchor_noise = curv.gradient_noise
@@ -401,117 +362,8 @@ def choose_settings(
     return settings, record, curv
 
 
-def noise_record(
-    curv: curvature.Curvature,
-    nbeta: Any,
-    step_size: Any,
-    batch_size: int | None,
-    correction: Tensor | float = 0.0,
-) -> dict[str, Tensor]:
-    """The minibatch noise s̄ (`curvature.gradient_noise`) and its predicted bias of λ̂,
-    κ = ε nβ² s̄/4 (`predicted_bias`), less the `correction` taken out of the injected noise
-    (`noise_corrected`). With the batch size m, the smallest m at which κ would be C_NOISE
-    without correction (the noise variance falls as 1/m): "batch_size_needed"."""
-    if curv.gradient_noise is None:
-        return {}
-    nb = torch.as_tensor(nbeta, dtype=torch.float64)
-    kappa = torch.as_tensor(step_size, dtype=torch.float64) * nb**2 * curv.gradient_noise / 4
-    kappa = torch.where(curv.num_curved > 0, kappa, torch.zeros_like(kappa))
-    out = {
-        "gradient_noise": curv.gradient_noise,
-        "predicted_bias_noise": kappa - torch.as_tensor(correction, dtype=torch.float64),
-    }
-    if batch_size is not None:
-        needed = torch.ceil(batch_size * kappa / C_NOISE).clamp(min=batch_size)
-        out["batch_size_needed"] = needed.to(torch.int64)
-    return out
-
-
-def _noise_bias_per_unit(curv: curvature.Curvature, nbeta: Any) -> Tensor:
+def noise_bias_per_unit(curv: curvature.Curvature, nbeta: Any) -> Tensor:
     """(...) κ per unit of s̄, ε nβ²/4, at the largest ε `auto_settings` may choose,
     C_STEP/(nβ h_max)."""
     nb = torch.as_tensor(nbeta, dtype=torch.float64)
     return C_STEP * nb / (4 * curv.h_max.clamp(min=1e-300))
-
-
-def noise_where_chains_went(
-    problem: Problem,
-    curv: curvature.Curvature,
-    traces: Traces,
-    generator: torch.Generator,
-    nbeta: Any,
-) -> curvature.Curvature:
-    """`curv` with s̄ measured again at the chains' kept positions (RATIO_POSITIONS per chain,
-    spread over the run) and averaged over them: the noise the chains met where the
-    posterior is, after burn-in, rather than where a short pilot had reached. Positions of
-    a diverged chain are left out (the anchor's s̄ stays where none is finite)."""
-    if curv.gradient_noise is None or traces.params is None:
-        return curv
-    kept = traces.params[0].shape[traces.params[0].ndim - problem.event_ndims[0] - 1]
-    measured = []
-    for j in range(max(kept - RATIO_POSITIONS, 0), kept):
-        at = tuple(
-            p.select(p.ndim - k - 1, j)
-            for p, k in zip(traces.params, problem.event_ndims, strict=True)
-        )
-        if all(bool(torch.isfinite(a).all()) for a in at):
-            pairs = curvature.NOISE_PAIRS // 2
-            unit = _noise_bias_per_unit(curv, nbeta)
-            measured.append(curvature.gradient_noise(problem, curv, generator, at, pairs, unit))
-    if not measured:
-        return curv
-    return dataclasses.replace(curv, gradient_noise=torch.stack(measured).mean(0))
-
-
-#: `lowest_loss_at_ends` takes every row while chain ends × rows stay within this budget
-#: (exact: the c = 8 k-gons' 28 ends on 10⁴ rows), else as many rows as fit, at least
-#: LOWER_LOSS_ROWS (the quickstart's 1200 ends on 14 000 of its 30 000), in groups.
-LOWER_LOSS_BUDGET = 2**24
-LOWER_LOSS_ROWS = 4096
-LOWER_LOSS_GROUPS = 16
-
-
-def lowest_loss_at_ends(
-    problem: Problem, traces: Traces, nbeta: Any, generator: torch.Generator
-) -> Tensor:
-    """(...) min over chains of nβ(L_n(w_end) − L_n(w*)) + 3 standard errors, w_end each
-    chain's last kept position: at a minimum this is ≥ 0; clearly negative, the chains have
-    found lower loss than w* (along a flat direction that ends in a descent, say: the 5−−−
-    of c = 8) and λ̂ is pulled down by it, whatever the other checks say.
-
-    The difference is taken row by row on every row, or on one random subset
-    (`LOWER_LOSS_BUDGET`; the same rows at w_end and w*, so the loss's spread over rows
-    cancels), and
-    its standard error from LOWER_LOSS_GROUPS groups of those rows, with the finite-
-    population factor √(1 − rows/n) (0 when every row is used). NaN where a chain's
-    position is not finite."""
-    ends = tuple(
-        p.select(p.ndim - k - 1, -1)
-        for p, k in zip(traces.params, problem.event_ndims, strict=True)
-    )
-    anchor = tuple(
-        p.narrow(p.ndim - k - 1, 0, 1)
-        for p, k in zip(problem.params, problem.event_ndims, strict=True)
-    )
-    nb = torch.as_tensor(nbeta, dtype=torch.float64)[..., None]
-    if problem.data_batch is None:  # a potential: K(w) exactly
-        with torch.no_grad():
-            diff = (problem.loss_fn(ends, None) - problem.loss_fn(anchor, None)).double().cpu()
-        shift = nb * diff
-        return torch.where(torch.isfinite(shift), shift, torch.nan).amin(-1)
-    n = problem.n
-    points = math.prod(ends[0].shape[: ends[0].ndim - problem.event_ndims[0]])
-    size = min(n, max(LOWER_LOSS_ROWS, LOWER_LOSS_BUDGET // max(points, 1)))
-    rows = torch.randperm(n, generator=generator, device=generator.device)[:size]
-    groups = []
-    with torch.no_grad():
-        for part in rows.chunk(min(LOWER_LOSS_GROUPS, len(rows))):
-            batch = problem.data_batch(part)
-            diff = problem.loss_fn(ends, batch) - problem.loss_fn(anchor, batch)
-            groups.append(diff.double().cpu())
-    diffs = torch.stack(groups)  # (group, ..., chain)
-    mean = diffs.mean(0)
-    fpc = math.sqrt(max(0.0, 1.0 - len(rows) / n))
-    se = diffs.std(0) / math.sqrt(diffs.shape[0]) * fpc if diffs.shape[0] > 1 else 0.0
-    shift = nb * (mean + 3 * se)
-    return torch.where(torch.isfinite(shift), shift, torch.nan).amin(-1)
