@@ -25,6 +25,7 @@ import torch
 
 import tms_slt.sampling.curvature as curvature
 import tms_slt.sampling.llc as llc
+import tms_slt.sampling.noise as noise
 import tms_slt.sampling.settings as settings
 from tms_slt import cli
 from tms_slt.config import ExperimentConfig
@@ -34,20 +35,21 @@ PHASES = [
     (cli, "train", "train"),
     (curvature, "_hessian", "Hessian (all rows, and the probes' subset)"),
     (curvature, "full_gradient", "full-data gradient at the anchors"),
-    (curvature, "gradient_noise", "minibatch-noise measurements"),
+    (settings, "gradient_noise", "minibatch-noise measurements"),
+    (noise, "gradient_noise", "minibatch-noise measurements"),
     (settings, "_pilot_round", "pilot runs (incl. their probes)"),
     (llc, "sample", "main chains (incl. pilots' sampling: see above)"),
     (llc, "curvature_ratio_at_ends", "curvature ratio after the run"),
     (llc, "lowest_loss_at_ends", "lower-loss check after the run"),
     (llc, "compute_llc", "LLC from the traces"),
-    (cli, "_results", "tracking (observables, detector inputs)"),
+    (cli, "_results", "tracking (observables, ArviZ diagnostics, detector inputs)"),
 ]
 
 
 def _wrap(module, name, phase, times):
     original = getattr(module, name, None)
     if original is None:
-        return None
+        raise AttributeError(f"{module.__name__}.{name} is gone: update PHASES")
 
     def timed(*args, **kwargs):
         start = time.perf_counter()
