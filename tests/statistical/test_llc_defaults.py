@@ -10,15 +10,12 @@ package's promise is checked: an estimate marked reliable is within 15% of λ.
 
 from __future__ import annotations
 
-import itertools
-import math
 import statistics
 
 import known_lambda
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from tms_slt.config import ExperimentConfig
 from tms_slt.sampling.llc import LLCResult, estimate_llc
@@ -133,69 +130,20 @@ def test_quickstart_final_plateaus_match_kgon_llc():
 # Deep linear networks fitted by the user (Aoyagi 2024)
 # ---------------------------------------------------------------------------------------
 
-DLNS = [
-    ([6, 2, 6], 1),
-    ([4, 3, 4], 1),
-    ([4, 5, 3], 2),
-    ([5, 4, 3, 5], 2),
-    ([3, 4, 4, 2], 1),
-    ([5, 3, 5, 4], 1),
-    ([4, 3, 3, 3, 4], 2),
-]
 
-
-def fitted_dln(
-    widths: list[int], rank: int, seed: int = 0, n: int = 10_000, noise: float = 0.1
-) -> tuple[nn.Module, tuple[torch.Tensor, torch.Tensor]]:
-    """A DLN fitted as a user would: a rank-r teacher, noisy data, Adam then L-BFGS on the
-    full set (so the anchor is a minimum of L_n, not the true parameter)."""
-    g = torch.Generator().manual_seed(seed)
-    teacher = torch.randn(widths[-1], rank, generator=g) @ torch.randn(rank, widths[0], generator=g)
-    x = torch.randn(n, widths[0], generator=g)
-    y = x @ (teacher / math.sqrt(rank)).T + noise * torch.randn(n, widths[-1], generator=g)
-    layers = [nn.Linear(a, b, bias=False) for a, b in itertools.pairwise(widths)]
-    with torch.no_grad():
-        for layer in layers:
-            fan_in = layer.weight.shape[1]
-            layer.weight.copy_(
-                0.5 * torch.randn(layer.weight.shape, generator=g) / math.sqrt(fan_in)
-            )
-    model = nn.Sequential(*layers)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(3000):
-        idx = torch.randint(n, (256,), generator=g)
-        loss = dln_loss(model, (x[idx], y[idx]))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    lbfgs = torch.optim.LBFGS(
-        model.parameters(),
-        max_iter=500,
-        tolerance_grad=1e-10,
-        tolerance_change=1e-14,
-        line_search_fn="strong_wolfe",
-    )
-
-    def closure():
-        lbfgs.zero_grad()
-        loss = dln_loss(model, (x, y))
-        loss.backward()
-        return loss
-
-    lbfgs.step(closure)
-    return model, (x, y)
-
-
-def dln_loss(f, batch) -> torch.Tensor:
-    return ((f(batch[0]) - batch[1]) ** 2).sum(-1).mean()
-
-
-def dln_estimates() -> list[tuple[list[int], int, float, LLCResult]]:
+def dln_estimates() -> list[tuple[tuple[int, ...], int, float, LLCResult]]:
+    """The benchmark's fitted DLNs of depth 2–4 (`known_lambda.fitted_linear_network`: a
+    rank-r teacher, noisy data, Adam then L-BFGS on every row, as a user would fit one),
+    each estimated with the defaults."""
     out = []
-    for widths, rank in DLNS:
-        model, data = fitted_dln(widths, rank)
+    for widths, rank in known_lambda.DLNS[:7]:
+        model, data = known_lambda.fitted_linear_network(widths, rank, 0.1)
         result = estimate_llc(
-            model, dln_loss, data, progress=False, generator=torch.Generator().manual_seed(1)
+            model,
+            known_lambda.squared_error,
+            data,
+            progress=False,
+            generator=torch.Generator().manual_seed(1),
         )
         out.append((widths, rank, dln_learning_coefficient(widths, rank), result))
     return out
