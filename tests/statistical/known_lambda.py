@@ -262,24 +262,35 @@ def refined_kgons(c: int, n: int, seed: int = 1):
     return (torch.stack(Ws), torch.stack(bs)), x
 
 
-def _tms_cases(c: int, n: int) -> list[Case]:
+def _kgon_cases(
+    c: int, family: str, group: str, label: str, estimate: Callable[[torch.Generator], LLCResult]
+) -> list[Case]:
+    """One Case per known-λ k-gon at c features, all anchors of one `estimate` (run once per
+    seed: a user passes the critical points together, one anchor each)."""
+
     @functools.cache
-    def run(generator_seed: int):
-        params, x = refined_kgons(c, n)
-        generator = torch.Generator().manual_seed(generator_seed)
-        return estimate_llc(params, dataset=x, generator=generator, progress=False)
+    def run(generator_seed: int) -> LLCResult:
+        return estimate(torch.Generator().manual_seed(generator_seed))
 
     return [
         Case(
-            f"TMS c={c} {k}{variant if k < c else ''} n={n:.0e}",
-            "tms",
+            "TMS " + label.format(kgon=str(k) + (variant if k < c else "")),
+            family,
             lam,
             lambda generator: run(generator.initial_seed()),
             index=(i,),
-            group=f"tms c={c} n={n}",
+            group=group,
         )
         for i, (k, variant, lam) in enumerate(kgons_with_known_llc(c))
     ]
+
+
+def _tms_cases(c: int, n: int) -> list[Case]:
+    def estimate(generator: torch.Generator) -> LLCResult:
+        params, x = refined_kgons(c, n)
+        return estimate_llc(params, dataset=x, generator=generator, progress=False)
+
+    return _kgon_cases(c, "tms", f"tms c={c} n={n}", f"c={c} {{kgon}} n={n:.0e}", estimate)
 
 
 def population_kgons() -> tuple[Potential, torch.Tensor, np.ndarray]:
@@ -306,25 +317,14 @@ def population_kgons() -> tuple[Potential, torch.Tensor, np.ndarray]:
 
 
 def _population_cases(nbeta: float) -> list[Case]:
-    @functools.cache
-    def run(generator_seed: int):
+    def estimate(generator: torch.Generator) -> LLCResult:
         pot, anchors, _ = population_kgons()
-        generator = torch.Generator().manual_seed(generator_seed)
         return estimate_llc(
             pot, dataset=anchors, nbeta=nbeta, num_chains=8, generator=generator, progress=False
         )
 
-    return [
-        Case(
-            f"TMS population c=6 {k}{variant} nβ={nbeta:.0e}",
-            "population",
-            lam,
-            lambda generator: run(generator.initial_seed()),
-            index=(i,),
-            group=f"population nβ={nbeta}",
-        )
-        for i, (k, variant, lam) in enumerate(kgons_with_known_llc(6))
-    ]
+    label = f"population c=6 {{kgon}} nβ={nbeta:.0e}"
+    return _kgon_cases(6, "population", f"population nβ={nbeta}", label, estimate)
 
 
 # -- potentials ---------------------------------------------------------------------------
