@@ -39,6 +39,7 @@ PHASES = [
     (noise, "gradient_noise", "minibatch-noise measurements"),
     (settings, "_pilot_round", "pilot runs (incl. their probes)"),
     (llc, "sample", "main chains (incl. pilots' sampling: see above)"),
+    (llc, "extend_for_precision", "longer chains where λ̂ is imprecise"),
     (llc, "curvature_ratio_at_ends", "curvature ratio after the run"),
     (llc, "lowest_loss_at_ends", "lower-loss check after the run"),
     (llc, "compute_llc", "LLC from the traces"),

@@ -4,6 +4,7 @@ one entry point that picks among them, `sample`."""
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 from tms_slt.config import LLC_BACKENDS
 from tms_slt.sampling.chains import Traces, run_chains
@@ -48,14 +49,22 @@ def sample(
     *,
     backend: str = "auto",
     keep_params_every: int | None = None,
+    start: tuple[Tensor, ...] | None = None,
 ) -> Traces:
-    """Run the chains of `problem` with `kernel` on the chosen backend (`resolve_backend`)."""
+    """Run the chains of `problem` with `kernel` on the chosen backend (`resolve_backend`),
+    from `start` (a previous run's `Traces.last`) when given, else from w*."""
     chosen = resolve_backend(backend, problem, kernel)
     if chosen == "native":
         from tms_slt.sampling.native import run_tms_chains
 
         return run_tms_chains(
-            problem.tms, kernel, num_draws, generator, progress, keep_params_every=keep_params_every
+            problem.tms,
+            kernel,
+            num_draws,
+            generator,
+            progress,
+            keep_params_every=keep_params_every,
+            start=start,
         )
     control = None
     if problem.anchor_batch_loss is not None:
@@ -74,4 +83,5 @@ def sample(
         compile=chosen == "compile",
         keep_params_every=keep_params_every,
         control=control,
+        start=start,
     )

@@ -23,6 +23,9 @@ class Traces(NamedTuple):
     loss: Tensor
     mala_accept: Tensor | None
     params: tuple[Tensor, ...] | None = None
+    #: the chains' state after the last step, each (..., chain, *event): where a
+    #: continuation (`run_chains(start=...)`) picks up.
+    last: tuple[Tensor, ...] | None = None
 
 
 def draw_noise(
@@ -56,8 +59,10 @@ def run_chains(
     compile: bool = False,
     keep_params_every: int | None = None,
     control: Callable[[Any], Tensor] | None = None,
+    start: tuple[Tensor, ...] | None = None,
 ) -> Traces:
-    """Run `num_draws` SGLD steps from `params` (also the anchor w*).
+    """Run `num_draws` SGLD steps from `params` (also the anchor w*), or from `start`
+    (a previous run's `Traces.last`: the same chains continued) localized at `params`.
 
     With `control` ((batch) -> (..., chain), the anchor's loss on the batch less L_n(w*))
     the loss recorded is L_B(w_t) − (L_B(w*) − L_n(w*)): the same mean, since the minibatch
@@ -73,7 +78,7 @@ def run_chains(
     `torch.compile`; batches and noise are still drawn eagerly, so the random
     stream, and hence the trace up to float rounding, is the same.
     """
-    state = kernel.init(params)
+    state = kernel.init(params if start is None else start, anchor=params)
     update = torch.compile(kernel.update, dynamic=False) if compile else kernel.update
     anchor = state.anchor
     current = state.params
@@ -100,4 +105,5 @@ def run_chains(
         loss=torch.stack(losses, dim=-1),
         mala_accept=torch.stack(accepts, dim=-1) if accepts else None,
         params=params_trace,
+        last=current,
     )

@@ -23,6 +23,7 @@ with warnings.catch_warnings():
     import arviz as az
 
 from tms_slt.sampling.curvature import MAX_CURVATURE_RATIO, MAX_NEWTON_SHIFT, MIN_SOFT_STIFFNESS
+from tms_slt.sampling.precision import MAX_RELATIVE_ERROR
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -34,8 +35,7 @@ if TYPE_CHECKING:
 RHAT_THRESHOLD = 1.1
 
 #: λ̂'s standard error (the larger of MCSE and the chains' spread / √K) must be at most
-#: this fraction of |λ̂|: two standard errors then stay within 10%.
-MAX_RELATIVE_ERROR = 0.05
+#: MAX_RELATIVE_ERROR of |λ̂| (`sampling.precision`, which lengthens chains to meet it).
 
 #: A bias of λ̂ predicted by the quadratic model of the chain (`sampling.curvature`)
 #: beyond this fraction marks the estimate unreliable, naming the bias. The discretization
@@ -204,6 +204,16 @@ def _quiet_arviz():
         yield
     finally:
         logger.removeFilter(drop_nan_notice)
+
+
+def calibration_failures(result: LLCResult) -> np.ndarray:
+    """(...) bool: the anchors failing any check of the settings and the curvature
+    (`_calibration_checks`), before any statistics of the traces."""
+    checks = _calibration_checks(result, _lead_dims(result))
+    failed = np.zeros(result.init_loss.shape, dtype=bool)
+    for flag in checks.values():
+        failed |= np.asarray(flag.values, dtype=bool)
+    return failed
 
 
 def _calibration_checks(result: LLCResult, lead: list[str]) -> dict[str, xr.DataArray]:

@@ -27,6 +27,7 @@ from tms_slt.sampling.chains import Traces, draw_noise, run_chains
 from tms_slt.sampling.checks import RATIO_POSITIONS, curvature_ratio_at_ends, lowest_loss_at_ends
 from tms_slt.sampling.curvature import side_stream
 from tms_slt.sampling.noise import noise_record, noise_where_chains_went
+from tms_slt.sampling.precision import extend_for_precision
 from tms_slt.sampling.problems import Problem, module_problem, potential_problem, tms_problem
 from tms_slt.sampling.result import DIVERGENCE_FACTOR, LLCResult, compute_llc, default_nbeta
 from tms_slt.sampling.settings import (
@@ -345,6 +346,18 @@ def estimate_llc(
         )
         if keep_params_every is None:
             traces = traces._replace(params=None)
+    if auto["num_draws"]:
+        traces, calibration["extension"] = extend_for_precision(
+            problem,
+            kernel,
+            traces,
+            num_burnin,
+            nbeta,
+            _sound_settings(traces, problem, nbeta, num_burnin, calibration),
+            generator,
+            backend=backend,
+            divergence_bound=DIVERGENCE_FACTOR * problem.num_params,
+        )
     accept = None if traces.mala_accept is None else traces.mala_accept[..., ::thin]
     return compute_llc(
         traces.loss[..., ::thin].contiguous(),
@@ -360,6 +373,26 @@ def estimate_llc(
         thin=thin,
         calibration=calibration,
     )
+
+
+def _sound_settings(
+    traces: Traces, problem: Problem, nbeta: Any, num_burnin: int, calibration: dict
+) -> Tensor:
+    """(...) the anchors that pass every check of the settings and the curvature
+    (`diagnostics`): where only precision may be missing, longer chains can supply it."""
+    from tms_slt.sampling.diagnostics import calibration_failures
+
+    provisional = compute_llc(
+        traces.loss,
+        problem.init_loss,
+        nbeta,
+        num_burnin=num_burnin,
+        dims=problem.dims,
+        coords=problem.coords,
+        num_params=problem.num_params,
+        calibration=calibration,
+    )
+    return torch.from_numpy(np.asarray(~calibration_failures(provisional)))
 
 
 def _auto_flags(*values: Any) -> dict[str, bool]:

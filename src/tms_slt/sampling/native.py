@@ -132,6 +132,7 @@ def run_tms_chains(
     *,
     keep_params_every: int | None = None,
     num_threads: int | None = None,
+    start: tuple[Tensor, ...] | None = None,
 ):
     """`chains.run_chains` for a TMS problem, on the fused kernel; returns `chains.Traces`.
 
@@ -139,7 +140,8 @@ def run_tms_chains(
         tms: the problem's `TMSInputs` (`Problem.tms`).
         kernel: supplies ε, nβ, γ (floats or tensors broadcastable to (..., chain)),
             weight decay, bounding box and `mala`; its `loss_and_grad` is not used.
-        num_draws, generator, progress, keep_params_every: as for `chains.run_chains`.
+        num_draws, generator, progress, keep_params_every, start: as for
+            `chains.run_chains` (`start` (W, b), or (W,) without bias sampling).
         num_threads: threads (default `torch.get_num_threads()`).
 
     Raises:
@@ -152,8 +154,8 @@ def run_tms_chains(
         raise NativeUnavailableError(reason)
     *lead, C, m, n = tms.W.shape
     lib = load_library(m, n)
-    W = tms.W.detach().clone().contiguous()
-    b = tms.b.detach().clone().contiguous()
+    W = (tms.W if start is None else start[0]).detach().clone().contiguous()
+    b = (tms.b if start is None or not tms.sample_bias else start[1]).detach().clone().contiguous()
     W0, b0 = tms.W.detach().contiguous(), tms.b.detach().contiguous()
     pair_shape = (*lead, C)
     P = W.numel() // (m * n)
@@ -246,4 +248,5 @@ def run_tms_chains(
         loss=loss.view(*pair_shape, num_draws),
         mala_accept=None if accept is None else accept.view(*pair_shape, num_draws),
         params=params,
+        last=(W, b) if tms.sample_bias else (W,),
     )

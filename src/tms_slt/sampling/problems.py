@@ -10,6 +10,7 @@ gradients, `models.loss_and_grad`), any `torch.nn.Module` with a loss and datase
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import math
@@ -400,3 +401,37 @@ def potential_problem(potential: Any, anchor: Tensor | None, *, num_chains: int)
         coords={},
         loss_fn=loss,
     )
+
+
+def select_anchors(problem: Problem, index: Tensor) -> Problem | None:
+    """The same problem restricted to the anchors at flat leading positions `index` (k,),
+    with one leading dim of size k; None where this kind of problem cannot be split (then
+    every anchor runs). A problem with a single anchor is returned as it is.
+
+    A TMS problem is rebuilt on each selected anchor's own copy of its training set (the
+    minibatches are then no longer common to anchors sharing a set) and keeps its L_n(w*).
+    """
+    lead = problem.init_loss.shape
+    if math.prod(lead) == 1 and len(index) == 1:
+        return problem
+    tms = problem.tms
+    if tms is None:
+        return None
+    N, n = tms.data.shape[-2:]
+    data = tms.data.expand(*lead, N, n).reshape(-1, N, n).index_select(0, index)
+    W = tms.W.select(-3, 0).reshape(-1, *tms.W.shape[-2:]).index_select(0, index)
+    b = tms.b.select(-2, 0).reshape(-1, n).index_select(0, index)
+    importance = tms.importance.reshape(-1, n).index_select(0, index)
+    sub = tms_problem(
+        W,
+        b,
+        data,
+        importance,
+        tms.activation,
+        sample_bias=tms.sample_bias,
+        num_chains=tms.W.shape[-3],
+        batch_size=tms.batch_size,
+        dims=("anchor",),
+        coords={},
+    )
+    return dataclasses.replace(sub, init_loss=problem.init_loss.reshape(-1).index_select(0, index))
