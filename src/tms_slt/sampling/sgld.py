@@ -276,8 +276,16 @@ class RMSPropSGLD(SGLD):
     (devinterp's `eps`, default 0.1 in both `RMSpropPreconditioner` and `rmsprop_sgld`).
 
     Since G ≤ 1/λ, the largest step any coordinate takes is that of SGLD at ε/λ; with V
-    starting at 0 the first steps take it. `update` takes and returns V
-    (`chains.run_chains` carries it); everything else is `SGLD`'s.
+    starting at 0 the first steps take it. α = 1 keeps V at 0: plain SGLD at ε/λ.
+
+    Without Γ the chain is biased wherever G varies along it: its stationary law is
+    ∝ exp(−U)/G in the limit of a V that follows w instantly (Fokker–Planck with diffusion
+    G). On K = ½‖w‖² at nβ = 1000 with the defaults (√V ≈ 0.03 against λ = 0.1) λ̂ comes out
+    10% high; with V averaged over far more steps than the chain's correlation time (α
+    near 1) G is constant to first order and the bias goes (tests/unit/test_rmsprop_sgld.py).
+
+    `update` takes and returns V (`chains.run_chains` carries it); everything else is
+    `SGLD`'s.
     """
 
     alpha: float = 0.99
@@ -287,8 +295,8 @@ class RMSPropSGLD(SGLD):
         super().__post_init__()
         if self.mala:
             raise ValueError("mala=True is not supported with the RMSProp sampler")
-        if not 0.0 <= self.alpha < 1.0:
-            raise ValueError(f"alpha must be in [0, 1), got {self.alpha}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
         if not self.stability > 0:
             raise ValueError(f"stability (λ) must be positive, got {self.stability}")
 
