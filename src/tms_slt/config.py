@@ -196,6 +196,8 @@ class TrainConfig:
 
 #: How the SGLD steps run: see `tms_slt.sampling.llc.estimate_llc(backend=...)`.
 LLC_BACKENDS = ("auto", "native", "torch", "compile")
+#: The SGLD kernel: see `tms_slt.sampling.llc.estimate_llc(sampler=...)`.
+LLC_SAMPLERS = ("sgld", "rmsprop")
 
 
 @dataclass(frozen=True)
@@ -205,7 +207,8 @@ class LLCConfig:
     `nbeta` = nβ; None means n / log n with n the number of training samples. `step_size`
     (ε), `localization` (γ), `num_draws` and `num_burnin` are numbers or "auto" (the
     default: chosen per anchor from the curvature of L_n, see `estimate_llc`). `thin`
-    keeps every thin-th draw of the loss trace; `backend` picks how the steps run.
+    keeps every thin-th draw of the loss trace; `backend` picks how the steps run and
+    `sampler` the kernel ("sgld" or "rmsprop", RMSProp-preconditioned SGLD).
     """
 
     step_size: float | str = "auto"
@@ -217,6 +220,7 @@ class LLCConfig:
     batch_size: int = 100
     thin: int = 1
     backend: str = "auto"
+    sampler: str = "sgld"
 
     def __post_init__(self) -> None:
         s = "llc"
@@ -239,6 +243,8 @@ class LLCConfig:
         _positive_int(s, "thin", self.thin)
         if self.backend not in LLC_BACKENDS:
             _fail(s, "backend", f"one of {', '.join(LLC_BACKENDS)}", self.backend)
+        if self.sampler not in LLC_SAMPLERS:
+            _fail(s, "sampler", f"one of {', '.join(LLC_SAMPLERS)}", self.sampler)
 
 
 def check_ramp(

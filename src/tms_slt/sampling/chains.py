@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from tms_slt.sampling.sgld import SGLD
+from tms_slt.sampling.sgld import SGLD, RMSPropState
 
 
 class Traces(NamedTuple):
@@ -77,11 +77,14 @@ def run_chains(
     With `compile=True` the tensor part of the step (`SGLD.update`) goes through
     `torch.compile`; batches and noise are still drawn eagerly, so the random
     stream, and hence the trace up to float rounding, is the same.
+    A `RMSPropSGLD` kernel's preconditioner state V is carried from step to step (its
+    `update` takes and returns it); the random stream is the same as SGLD's.
     """
     state = kernel.init(params if start is None else start, anchor=params)
     update = torch.compile(kernel.update, dynamic=False) if compile else kernel.update
     anchor = state.anchor
     current = state.params
+    square_avg = state.square_avg if isinstance(state, RMSPropState) else None
     losses: list[Tensor] = []
     accepts: list[Tensor] = []
     kept: list[tuple[Tensor, ...]] = []
@@ -89,7 +92,10 @@ def run_chains(
         for t in tqdm(range(num_draws), desc="sampling", disable=not progress, mininterval=0.5):
             batch = sample_batch(generator)
             noise = draw_noise(current, generator)
-            current, info = update(current, anchor, batch, noise)
+            if square_avg is None:
+                current, info = update(current, anchor, batch, noise)
+            else:
+                current, info, square_avg = update(current, anchor, batch, noise, square_avg)
             losses.append(info.loss if control is None else info.loss - control(batch))
             if info.mala_accept is not None:
                 accepts.append(info.mala_accept)

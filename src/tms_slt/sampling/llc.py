@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from tms_slt.config import LLC_SAMPLERS
 from tms_slt.models import TMSParams, get_activation
 from tms_slt.sampling.backends import BACKENDS, resolve_backend, sample
 from tms_slt.sampling.chains import Traces, draw_noise, run_chains
@@ -36,14 +37,17 @@ from tms_slt.sampling.settings import (
     noise_corrected,
     per_anchor,
 )
-from tms_slt.sampling.sgld import SGLD, Coefficient
+from tms_slt.sampling.sgld import SGLD, Coefficient, RMSPropSGLD
 
 if TYPE_CHECKING:
     from tms_slt.training import Trajectory
 
+SAMPLERS = LLC_SAMPLERS
+
 __all__ = [
     "BACKENDS",
     "DIVERGENCE_FACTOR",
+    "SAMPLERS",
     "LLCResult",
     "Traces",
     "check_hyperparameters",
@@ -195,6 +199,7 @@ def estimate_llc(
     activation: str = "relu",
     swish_sharpness: float = 1.0,
     mala: bool = False,
+    sampler: str = "sgld",
     backend: str = "auto",
     generator: torch.Generator | None = None,
     progress: bool = True,
@@ -229,6 +234,17 @@ def estimate_llc(
         importance, activation, swish_sharpness: the TMS loss, for raw params.
         mala: also record the per-step MALA acceptance probability (a second
             gradient evaluation per step); `LLCResult.mala_accept`.
+        sampler: the kernel. "sgld" (default): the update above (`sgld.SGLD`). "rmsprop":
+            RMSProp-preconditioned SGLD as devinterp's `rmsprop_sgld` (`sgld.RMSPropSGLD`,
+            α = 0.99, λ = 0.1): per coordinate G = 1/(λ + √V), V the running mean of the
+            squared minibatch gradient, drift times G and noise variance εG; no MALA.
+            With step_size="auto" its ε is λ times the SGLD rule's, so the largest step
+            any coordinate takes, ε·G_max = ε/λ, is the one SGLD's rule allows (V starts
+            at 0, so the first steps take it); γ, the draws and the noise correction are
+            SGLD's. SGLD is the default because it is the more accurate here: on five
+            known-λ models (benchmarks/results/sampler_accuracy.md) RMSProp's λ̂ is 4–8% off
+            where SGLD's is within 2%, its preconditioner, uncorrected (no Γ term, as in
+            devinterp), tilting the chain towards where G is small.
         backend: how the steps run; all give the same trajectory up to float rounding
             (same generator ⇒ same minibatches and noise). "native": the fused C kernel
             for TMS targets on the CPU in float32 (`sampling.native`; built on first use
@@ -254,6 +270,10 @@ def estimate_llc(
             larger than the dataset, a model without parameters, a loss that is not a
             scalar per batch), always before sampling starts.
     """
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    if sampler == "rmsprop" and mala:
+        raise ValueError("mala=True is not supported with sampler='rmsprop'")
     auto = _auto_flags(step_size, localization, num_draws, num_burnin)
     check_hyperparameters(
         step_size=1.0 if auto["step_size"] else step_size,
@@ -309,7 +329,14 @@ def estimate_llc(
             "no draw would be kept"
         )
     step, tempered, pull = noise_corrected(settings, nbeta)
-    kernel = SGLD(
+    kind = SGLD if sampler == "sgld" else RMSPropSGLD
+    if kind is RMSPropSGLD and auto["step_size"]:
+        step = step * RMSPropSGLD.stability  # ε·G_max = the SGLD rule's ε
+        if calibration:
+            calibration["rmsprop_step_size"] = settings.step_size * RMSPropSGLD.stability
+    if calibration:
+        calibration["sampler"] = sampler
+    kernel = kind(
         problem.loss_and_grad,
         problem.event_ndims,
         step_size=per_anchor(step),
@@ -346,7 +373,7 @@ def estimate_llc(
         )
         if keep_params_every is None:
             traces = traces._replace(params=None)
-    if auto["num_draws"]:
+    if auto["num_draws"] and sampler == "sgld":  # RMSProp's V is not in Traces.last
         traces, calibration["extension"] = extend_for_precision(
             problem,
             kernel,

@@ -2,10 +2,11 @@
 
 `run_tms_chains` is `chains.run_chains` for TMS targets: the same update (localized,
 tempered SGLD with the analytic TMS gradient, optional MALA acceptance, weight decay and
-bounding box) and the same random stream (per step: the minibatch indices, then the
-noise for W, then for b, all drawn by torch from the caller's generator), so the traces
-agree with the eager path up to float rounding. The arithmetic runs in C, each model's
-intermediates in L1 and the batch as the SIMD loop; torch only draws the random numbers.
+bounding box; or `RMSPropSGLD`'s preconditioned step, its V kept per chain across calls)
+and the same random stream (per step: the minibatch indices, then the noise for W, then for
+b, all drawn by torch from the caller's generator), so the traces agree with the eager path
+up to float rounding. The arithmetic runs in C, each model's intermediates in L1 and the
+batch as the SIMD loop; torch only draws the random numbers.
 
 The kernel is compiled on first use for this machine (`native_build`: `$CC`, cached in
 `$TMS_SLT_CACHE`); no build step at install time. Without a compiler, `available()` is False
@@ -31,7 +32,7 @@ from tms_slt.native_build import (
     shape_defines,
 )
 from tms_slt.sampling.problems import TMSInputs
-from tms_slt.sampling.sgld import SGLD
+from tms_slt.sampling.sgld import SGLD, RMSPropSGLD
 
 __all__ = ["NativeUnavailableError", "available", "load_library", "run_tms_chains", "unsupported"]
 
@@ -48,8 +49,12 @@ class _Spec(ctypes.Structure):
             "m", "n", "batch", "rows_per_dataset", "num_datasets", "num_chains", "num_pairs",
             "num_draws", "t_offset", "num_steps",
         )),
-        *((name, ctypes.c_int32) for name in ("activation", "sample_bias", "mala", "has_box")),
-        *((name, ctypes.c_float) for name in ("sharpness", "weight_decay", "box")),
+        *((name, ctypes.c_int32) for name in (
+            "activation", "sample_bias", "mala", "has_box", "rmsprop",
+        )),
+        *((name, ctypes.c_float) for name in (
+            "sharpness", "weight_decay", "box", "alpha", "one_minus_alpha", "stability",
+        )),
     ]  # fmt: skip
 
 
@@ -71,7 +76,7 @@ def load_library(m: int | None = None, n: int | None = None) -> ctypes.CDLL:
         ctypes.c_int64,
         ctypes.c_int64,
         ctypes.c_int64,
-        *([ptr] * 15),
+        *([ptr] * 17),
     ]
     return lib
 
@@ -139,7 +144,8 @@ def run_tms_chains(
     Args:
         tms: the problem's `TMSInputs` (`Problem.tms`).
         kernel: supplies ε, nβ, γ (floats or tensors broadcastable to (..., chain)),
-            weight decay, bounding box and `mala`; its `loss_and_grad` is not used.
+            weight decay, bounding box and `mala`, and for a `RMSPropSGLD` α and λ; its
+            `loss_and_grad` is not used.
         num_draws, generator, progress, keep_params_every, start: as for
             `chains.run_chains` (`start` (W, b), or (W,) without bias sampling).
         num_threads: threads (default `torch.get_num_threads()`).
@@ -170,6 +176,10 @@ def run_tms_chains(
     gamma = _per_pair(kernel.localization, pair_shape)
     loss = torch.empty(P, num_draws, dtype=torch.float32)
     accept = torch.empty(P, num_draws, dtype=torch.float32) if kernel.mala else None
+    rmsprop = isinstance(kernel, RMSPropSGLD)
+    # RMSProp's V, one per coordinate of every chain, carried across the chunks
+    square_W = torch.zeros_like(W) if rmsprop else None
+    square_b = torch.zeros_like(b) if rmsprop else None
     spec = _Spec(
         m=m,
         n=n,
@@ -183,9 +193,13 @@ def run_tms_chains(
         sample_bias=int(tms.sample_bias),
         mala=int(kernel.mala),
         has_box=int(kernel.bounding_box is not None),
+        rmsprop=int(rmsprop),
         sharpness=float(tms.activation.sharpness or 1.0),
         weight_decay=float(kernel.weight_decay),
         box=float(kernel.bounding_box or 0.0),
+        alpha=kernel.alpha if rmsprop else 0.0,
+        one_minus_alpha=1.0 - kernel.alpha if rmsprop else 0.0,
+        stability=kernel.stability if rmsprop else 0.0,
     )
     chunk = keep_params_every or CHUNK_DRAWS
     sampled = (W, b) if tms.sample_bias else (W,)
@@ -214,7 +228,7 @@ def run_tms_chains(
             d,
             len(anchors),
             *map(_ptr, (anchors, W, b, W0, b0, importance, eps, nbeta, gamma, data)),
-            *map(_ptr, (idx, noise_W, noise_b, loss, accept)),
+            *map(_ptr, (idx, noise_W, noise_b, loss, accept, square_W, square_b)),
         )
 
     threads = num_threads or torch.get_num_threads()
@@ -225,10 +239,10 @@ def run_tms_chains(
     buffers = (new_buffers(), new_buffers())
     draw(buffers[0], min(chunk, num_draws))
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        for k, start in enumerate(starts):
-            steps = min(chunk, num_draws - start)
+        for k, offset in enumerate(starts):
+            steps = min(chunk, num_draws - offset)
             chunk_spec = _Spec.from_buffer_copy(spec)
-            chunk_spec.t_offset, chunk_spec.num_steps = start, steps
+            chunk_spec.t_offset, chunk_spec.num_steps = offset, steps
             futures = [pool.submit(run_shard, s, chunk_spec, buffers[k % 2]) for s in shards]
             if k + 1 < len(starts):  # the next chunk's random numbers, while the kernel runs
                 draw(buffers[(k + 1) % 2], min(chunk, num_draws - starts[k + 1]))

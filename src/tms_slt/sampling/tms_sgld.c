@@ -9,6 +9,11 @@
  * with the minibatch indices and the standard normals ξ drawn by the caller (torch, in the
  * eager path's order), so both paths follow the same trajectory up to float rounding.
  *
+ * With spec.rmsprop, the RMSProp-preconditioned step of `sgld.RMSPropSGLD` (devinterp's
+ * rmsprop_sgld), per coordinate, with V (P, m, n) and (P, n) kept by the caller across calls:
+ *
+ *     V ← αV + (1 − α) g²,  G = 1/(λ + √V),  w ← w − G·(ε/2)∇U(w) + √(εG) ξ,   g = ∇L_m(w).
+ *
  * Why a C kernel: one chain-step of a 6-feature, 2-hidden model is ~15 kFLOP. Batched torch
  * ops stream (chain, feature, batch) intermediates through memory between tiny kernels;
  * here every intermediate of one model stays in L1, the batch is the innermost (SIMD)
@@ -22,6 +27,7 @@
  * Layout (all row-major, contiguous): pair p = anchor·C + chain.
  *   W, W0: (P, m, n); b, b0: (P, n); importance: (A, n); eps, nbeta, gamma: (P,)
  *   data: (D·N, n); idx: (T, D, C, B) int64; noise_W: (T, P, m, n); noise_b: (T, P, n)
+ *   V_W: (P, m, n), V_b: (P, n) (RMSProp only; NULL otherwise)
  *   loss_out, accept_out: (P, num_draws), written at columns t_offset .. t_offset + T − 1.
  */
 #include <math.h>
@@ -34,8 +40,8 @@ enum { ACT_LINEAR = 0, ACT_RELU = 1, ACT_SWISH = 2, ACT_GELU = 3 };
 typedef struct {
     int64_t m, n, batch, rows_per_dataset, num_datasets, num_chains, num_pairs;
     int64_t num_draws, t_offset, num_steps;
-    int32_t activation, sample_bias, mala, has_box;
-    float sharpness, weight_decay, box;
+    int32_t activation, sample_bias, mala, has_box, rmsprop;
+    float sharpness, weight_decay, box, alpha, one_minus_alpha, stability;
 } Spec;
 
 /* act(z) − x into e; act'(z) into d (both length B). */
@@ -222,6 +228,17 @@ static void drift(const Spec *s, int64_t len, const float *w, const float *w0, c
         out[k] = half_eps * (nbeta * g[k] + gamma * (w[k] - w0[k]) + s->weight_decay * w[k]);
 }
 
+/* The RMSProp step for `len` coordinates from the drift dr = (ε/2)∇U and the gradient g:
+ * V updated in place, then w − G·dr + √(εG) z with G = 1/(λ + √V). */
+static void advance_rmsprop(const Spec *s, int64_t len, const float *w, const float *dr,
+                            const float *g, const float *z, float eps, float *v, float *out) {
+    for (int64_t k = 0; k < len; k++) {
+        v[k] = s->alpha * v[k] + s->one_minus_alpha * (g[k] * g[k]);
+        const float G = 1.0f / (sqrtf(v[k]) + s->stability);
+        out[k] = w[k] - G * dr[k] + sqrtf(eps * G) * z[k];
+    }
+}
+
 /* U(w) − nβ L = (γ/2)‖w − w*‖² + (δ/2)‖w‖², accumulated over `len` coordinates. */
 static double prior_energy(const Spec *s, int64_t len, const float *w, const float *w0,
                            float gamma) {
@@ -243,15 +260,14 @@ static double proposal_sq(int64_t len, const float *to, const float *from, const
     return out;
 }
 
-/* Advance the pairs (anchor, chain) for anchors[0..num_anchors) and one chain over
- * num_steps steps. All anchors here share `dataset`, so each step's minibatch is
- * gathered once. Returns 0, or −1 if the workspace cannot be allocated. */
-int tms_sgld_steps(const Spec *s, int64_t chain, int64_t dataset, int64_t num_anchors,
-                   const int64_t *anchors, float *W, float *b, const float *W0, const float *b0,
-                   const float *importance, const double *eps, const double *nbeta,
-                   const double *gamma, const float *data, const int64_t *idx,
-                   const float *noise_W, const float *noise_b, float *loss_out,
-                   float *accept_out) {
+/* tms_sgld_steps with `rmsprop` a compile-time constant: each sampler gets its own copy of
+ * the loop, with no branch in it (and plain SGLD's code is what it was without RMSProp). */
+__attribute__((always_inline)) static inline int steps(
+    const Spec *s, int64_t chain, int64_t dataset, int64_t num_anchors, const int64_t *anchors,
+    float *W, float *b, const float *W0, const float *b0, const float *importance,
+    const double *eps, const double *nbeta, const double *gamma, const float *data,
+    const int64_t *idx, const float *noise_W, const float *noise_b, float *loss_out,
+    float *accept_out, float *V_W, float *V_b, const int rmsprop) {
     const int64_t m = s->m, n = s->n, B = s->batch, mn = s->m * s->n;
     const int64_t C = s->num_chains, P = s->num_pairs, D = s->num_datasets;
     const int64_t stride = (B + 7) / 8 * 8; /* xt rows padded with zeros to whole blocks */
@@ -285,15 +301,23 @@ int tms_sgld_steps(const Spec *s, int64_t chain, int64_t dataset, int64_t num_an
             float *Wp = W + p * mn, *bp = b + p * n;
             const float *W0p = W0 + p * mn, *b0p = b0 + p * n, *imp = importance + a * n;
             const float half_eps = (float)(0.5 * eps[p]), root_eps = (float)sqrt(eps[p]);
+            const float eps_p = (float)eps[p];
+            float *vW = rmsprop ? V_W + p * mn : NULL, *vb = rmsprop ? V_b + p * n : NULL;
             const float nb_p = (float)nbeta[p], gam = (float)gamma[p];
             const float loss = loss_and_grad(s, Wp, bp, imp, xt, stride, &w, gW, gb);
             const float *zW = noise_W + (t * P + p) * mn, *zb = noise_b + (t * P + p) * n;
 
             drift(s, mn, Wp, W0p, gW, half_eps, nb_p, gam, dW);
-            for (int64_t k = 0; k < mn; k++) nW[k] = Wp[k] - dW[k] + root_eps * zW[k];
+            if (rmsprop)
+                advance_rmsprop(s, mn, Wp, dW, gW, zW, eps_p, vW, nW);
+            else
+                for (int64_t k = 0; k < mn; k++) nW[k] = Wp[k] - dW[k] + root_eps * zW[k];
             if (s->sample_bias) {
                 drift(s, n, bp, b0p, gb, half_eps, nb_p, gam, db);
-                for (int64_t k = 0; k < n; k++) nb[k] = bp[k] - db[k] + root_eps * zb[k];
+                if (rmsprop)
+                    advance_rmsprop(s, n, bp, db, gb, zb, eps_p, vb, nb);
+                else
+                    for (int64_t k = 0; k < n; k++) nb[k] = bp[k] - db[k] + root_eps * zb[k];
             } else {
                 memcpy(nb, bp, (size_t)n * sizeof(float));
             }
@@ -330,4 +354,22 @@ int tms_sgld_steps(const Spec *s, int64_t chain, int64_t dataset, int64_t num_an
     }
     free(buf);
     return 0;
+}
+
+/* Advance the pairs (anchor, chain) for anchors[0..num_anchors) and one chain over
+ * num_steps steps. All anchors here share `dataset`, so each step's minibatch is
+ * gathered once. With s->rmsprop, the RMSProp step with V_W, V_b updated in place.
+ * Returns 0, or −1 if the workspace cannot be allocated. */
+int tms_sgld_steps(const Spec *s, int64_t chain, int64_t dataset, int64_t num_anchors,
+                   const int64_t *anchors, float *W, float *b, const float *W0, const float *b0,
+                   const float *importance, const double *eps, const double *nbeta,
+                   const double *gamma, const float *data, const int64_t *idx,
+                   const float *noise_W, const float *noise_b, float *loss_out,
+                   float *accept_out, float *V_W, float *V_b) {
+    if (s->rmsprop)
+        return steps(s, chain, dataset, num_anchors, anchors, W, b, W0, b0, importance, eps,
+                     nbeta, gamma, data, idx, noise_W, noise_b, loss_out, accept_out, V_W, V_b,
+                     1);
+    return steps(s, chain, dataset, num_anchors, anchors, W, b, W0, b0, importance, eps, nbeta,
+                 gamma, data, idx, noise_W, noise_b, loss_out, accept_out, V_W, V_b, 0);
 }
