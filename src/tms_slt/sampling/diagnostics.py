@@ -212,7 +212,8 @@ def calibration_failures(result: LLCResult) -> np.ndarray:
     checks = _calibration_checks(result, _lead_dims(result))
     failed = np.zeros(result.init_loss.shape, dtype=bool)
     for flag in checks.values():
-        failed |= np.asarray(flag.values, dtype=bool)
+        values = np.asarray(flag.values)
+        failed |= values != "" if values.dtype.kind in "USO" else values.astype(bool)
     return failed
 
 
