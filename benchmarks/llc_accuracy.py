@@ -8,7 +8,9 @@ the cases of tests/statistical/known_lambda.py (76 models in six families, batch
 10–1000; see that module), plus the quickstart's final checkpoint (`quickstart`: the c = 6
 setting trained as `tms-slt quickstart` trains it). Columns: model | λ | λ̂ ± SE (max of the
 chains' spread/√K and the MCSE) | relative error | the ε chosen | the predicted minibatch-
-noise bias | nβ·h_soft | reliable (and the first reason where not) | seconds. The counts at
+noise bias | nβ·h_soft | the curvature ratio where the chains went | how many times their
+length the chains ran (`sampling.precision`) | reliable (and the first reason where not) |
+seconds. The counts at
 the end are what issue #19 holds the defaults to: the median |error|, the share within 10%,
 the estimates off by more than 15% that are marked reliable (must be none), and the share of
 those within 10% that are marked reliable.
@@ -64,11 +66,13 @@ def _row(name: str, lam: float, picked, seconds: float) -> tuple[str, float, boo
     error = mean / lam - 1
     noise = cal.get("predicted_bias_noise", float("nan"))
     soft = nbeta * cal.get("hessian_soft", float("nan"))
+    ratio = cal.get("curvature_ratio", float("nan"))
+    extension = cal.get("extension", 1.0)
     why = "yes" if reliable else "no: " + reasons.split("; ")[0][:60]
     line = (
         f"| {name} | {lam:g} | {mean:.3f} ± {se:.3f} | {100 * error:+.1f}% "
         f"| {cal.get('step_size', float('nan')):.2e} | {100 * noise:+.1f}% | {soft:.3g} "
-        f"| {why} | {seconds:.1f} |"
+        f"| {ratio:.3f} | {extension:g} | {why} | {seconds:.1f} |"
     )
     return line, error, reliable
 
@@ -109,8 +113,8 @@ def main() -> None:
         f"threads: {args.threads}",
         "",
         "| model | λ | λ̂ (defaults) ± SE | rel. error | ε | noise bias | nβ·h_soft "
-        "| reliable | s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| curvature ratio | chains × | reliable | s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     print("\n".join(lines), flush=True)
     outcomes = []

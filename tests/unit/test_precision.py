@@ -13,8 +13,9 @@ from tms_slt.sampling.precision import (
     MAX_RELATIVE_ERROR,
     TARGET_RELATIVE_ERROR,
     _block_means,
-    extension_factors,
+    needed_factors,
     standard_error,
+    within_budget,
 )
 from tms_slt.sampling.problems import select_anchors
 from tms_slt.sampling.sgld import SGLD
@@ -85,27 +86,38 @@ def test_block_means_keep_the_mean_and_the_burn_in():
     torch.testing.assert_close(out[..., 10:].mean(-1), whole.mean(-1))
 
 
-def test_the_standard_error_is_the_larger_of_spread_and_batch_means():
-    # Chains with different means and no within-chain noise: the spread decides.
-    loss = torch.tensor([[1.0] * 32, [3.0] * 32])
-    ok = torch.tensor([True, True])
-    se = standard_error(loss, 0, 2.0, ok)
-    assert float(se) == pytest.approx(2.0 * 2.0**0.5 / 2.0**0.5)  # nβ · sd / √K = 2·√2/√2
-    # One chain left: no error estimate.
-    assert float(standard_error(loss, 0, 2.0, torch.tensor([True, False]))) == float("inf")
+def test_the_standard_error_is_the_diagnostics_one():
+    """max(ArviZ's MCSE of the mean, the chains' spread / √K), per anchor."""
+    import arviz as az
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.zeros(3, 4, 400, dtype=torch.float64)
+    noise = torch.randn(3, 4, 400, generator=g, dtype=torch.float64)
+    for t in range(1, 400):  # AR(1) chains, and anchor 2's chains apart: the spread decides
+        x[..., t] = 0.9 * x[..., t - 1] + noise[..., t]
+    x[2] += torch.tensor([0.0, 3.0, -3.0, 6.0])[:, None]
+    se = standard_error(x)
+    for a in range(3):
+        mcse = float(az.mcse(x[a].numpy()))
+        spread = float(x[a].mean(-1).std()) / 2.0
+        assert float(se[a]) == pytest.approx(max(mcse, spread), rel=1e-8)
+    assert float(se[2]) > float(az.mcse(x[2].numpy()))
 
 
-def test_extension_factors_follow_the_error_and_the_budget():
-    estimate = torch.tensor([10.0, 10.0, 10.0, 10.0, 10.0])
+def test_the_factors_follow_the_error_and_the_budget():
+    estimate = torch.full((5,), 10.0)
     target = TARGET_RELATIVE_ERROR * 10.0
-    error = torch.tensor([0.5 * target, 1.3 * target, 1.9 * target, 10 * target, 1.3 * target])
-    eligible = torch.tensor([True, True, True, True, False])
-    f = extension_factors(estimate, error, eligible, budget=10.0)
-    # ⌈1.69⌉ = 2, ⌈3.61⌉ = 4; beyond MAX_EXTENSION or ineligible: untouched.
-    assert f.tolist() == [1, 2, 4, 1, 1]
-    assert MAX_EXTENSION >= 4
-    f = extension_factors(estimate, error, eligible, budget=1.0)
-    assert f.tolist() == [1, 2, 1, 1, 1]  # the cheapest first, within the budget
+    error = torch.tensor([0.5, 1.3, 1.9, 2.3, 10.0]) * target
+    current = torch.ones(5, dtype=torch.int64)
+    f = needed_factors(estimate, error, current)
+    # ⌈1.69⌉ = 2, ⌈3.61⌉ = 4; 5.29 > MAX_EXTENSION = 4 but 4 still meets the bound (4 ≥
+    # 5.29 · 0.8²); 100 is beyond reach: untouched.
+    assert MAX_EXTENSION == 4
+    assert f.tolist() == [1, 2, 4, 4, 1]
+    # a second round counts from where the anchor is
+    assert needed_factors(estimate[:1], 1.3 * target * torch.ones(1), 2 * current[:1]).item() == 4
+    assert within_budget(current, f, budget=10.0).tolist() == [1, 2, 4, 4, 1]
+    assert within_budget(current, f, budget=4.0).tolist() == [1, 2, 4, 1, 1]  # cheapest first
 
 
 def test_an_imprecise_estimate_gets_longer_chains():
