@@ -14,6 +14,7 @@ by about nβ(L_n(w*) − L_n(ŵ)) (negative estimates are flagged, see diagnosti
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +29,7 @@ from tms_slt.sampling.chains import Traces, draw_noise, run_chains
 from tms_slt.sampling.checks import RATIO_POSITIONS, curvature_ratio_at_ends, lowest_loss_at_ends
 from tms_slt.sampling.curvature import side_stream
 from tms_slt.sampling.noise import noise_record, noise_where_chains_went
-from tms_slt.sampling.precision import extend_for_precision
+from tms_slt.sampling.precision import MAX_RATIO_TO_EXTEND, extend_for_precision
 from tms_slt.sampling.problems import Problem, module_problem, potential_problem, tms_problem
 from tms_slt.sampling.result import DIVERGENCE_FACTOR, LLCResult, compute_llc, default_nbeta
 from tms_slt.sampling.settings import (
@@ -406,7 +407,9 @@ def _sound_settings(
     traces: Traces, problem: Problem, nbeta: Any, num_burnin: int, calibration: dict
 ) -> Tensor:
     """(...) the anchors that pass every check of the settings and the curvature
-    (`diagnostics`): where only precision may be missing, longer chains can supply it."""
+    (`diagnostics`) and whose chains sample where the curvature is w*'s within
+    `precision.MAX_RATIO_TO_EXTEND`: where only precision may be missing, longer chains
+    can supply it."""
     from tms_slt.sampling.diagnostics import calibration_failures
 
     provisional = compute_llc(
@@ -419,7 +422,12 @@ def _sound_settings(
         num_params=problem.num_params,
         calibration=calibration,
     )
-    return torch.from_numpy(np.asarray(~calibration_failures(provisional)))
+    sound = torch.from_numpy(np.asarray(~calibration_failures(provisional)))
+    ratio = calibration.get("curvature_ratio")
+    if ratio is not None:
+        off = ratio.log().abs() > math.log(MAX_RATIO_TO_EXTEND)
+        sound &= ~(off & torch.isfinite(ratio))
+    return sound
 
 
 def _auto_flags(*values: Any) -> dict[str, bool]:
