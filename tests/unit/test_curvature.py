@@ -135,22 +135,3 @@ def test_the_rotation_of_a_tms_is_projected_out_of_the_spectrum():
     V, ev = curv.eigenvectors, curv.eigenvalues
     projected = torch.einsum("ad,adi,ai,aei,ae->a", t, V, ev, V, t)
     assert (projected.abs() < 1e-10 * h_max).all()
-
-
-def test_the_curvature_ratio_ignores_a_flat_set_whose_normal_stiffness_varies():
-    """K(w) = ½ e^{w₂} w₁²: a Morse–Bott minimum (the flat set w₁ = 0), λ = ½ whatever the
-    normal stiffness e^{w₂} does along the set. Chains spread along w₂, where the stiffness
-    changes by e^{±w₂}; the ratio compares the curved direction at their curved coordinate
-    only, so it reads 1 (the loss is exactly quadratic in w₁)."""
-    from tms_slt.sampling.chains import Traces
-    from tms_slt.sampling.checks import curvature_ratio_at_ends
-    from tms_slt.theory import Potential
-
-    pot = Potential(2, 0.5, lambda w: 0.5 * torch.exp(w[..., 1]) * w[..., 0] ** 2, name="MB")
-    problem = problems.potential_problem(pot, None, num_chains=2)
-    g = torch.Generator().manual_seed(0)
-    curv = curvature.probe(problem, g)
-    assert int(curv.num_curved) == 1
-    kept = torch.stack([torch.tensor([[0.05, 1.0]] * 4), torch.tensor([[-0.03, -0.8]] * 4)])
-    ratio = curvature_ratio_at_ends(problem, curv, Traces(torch.zeros(2, 1), None, (kept,)))
-    assert abs(float(ratio) - 1) < 1e-6  # at the raw positions: e^{±0.9}, far from 1

@@ -23,14 +23,7 @@ PROBED_CHAINS = 2
 def curvature_ratio_at_ends(problem: Problem, curv: curvature.Curvature, traces: Traces) -> Tensor:
     """`curvature.curvature_ratio` over the last RATIO_POSITIONS kept positions of the first
     PROBED_CHAINS chains (folded into one dim: the median is over all of them), the
-    chains' and the anchor's Hessians on the same rows (`Curvature.rows`).
-
-    Each position is taken as w* + P(w − w*), P the projection onto w*'s curved directions:
-    what the quadratic picture behind λ = (curved directions)/2 assumes is the curvature
-    along those directions over their own posterior extent. Along the null directions (a
-    flat set, a symmetry orbit) the chains drift far, and the curved directions' stiffness
-    changes there without biasing λ̂ (a Morse–Bott minimum gives ½ per normal direction
-    whatever its stiffness: the gauge of a deep linear network, the rotation of a TMS)."""
+    chains' and the anchor's Hessians on the same rows (`Curvature.rows`)."""
     positions = []
     for p, k in zip(traces.params, problem.event_ndims, strict=True):
         chain_dim = p.ndim - k - 2
@@ -48,38 +41,9 @@ def curvature_ratio_at_ends(problem: Problem, curv: curvature.Curvature, traces:
         p.narrow(p.ndim - k - 1, 0, 1)
         for p, k in zip(problem.params, problem.event_ndims, strict=True)
     )
-    positions = _onto_curved(tuple(positions), anchor, curv, problem.event_ndims)
     reference = curvature.hessian_at(problem, anchor, curv.rows).squeeze(-3)
-    chains = curvature.hessian_at(problem, positions, curv.rows)
+    chains = curvature.hessian_at(problem, tuple(positions), curv.rows)
     return curvature.curvature_ratio(curv, chains, reference)
-
-
-def _onto_curved(
-    points: tuple[Tensor, ...],
-    anchor: tuple[Tensor, ...],
-    curv: curvature.Curvature,
-    event_ndims: tuple[int, ...],
-) -> tuple[Tensor, ...]:
-    """w* + V_c V_cᵀ (w − w*) at each point (..., point, *event), V_c w*'s curved
-    eigenvectors (`Curvature.eigenvectors` above the null threshold)."""
-    V = curv.eigenvectors.to(torch.float64)  # (..., d, d)
-    curved = (curv.eigenvalues > curv.null_threshold[..., None]).to(V.dtype)
-    delta = torch.cat(
-        [
-            (p - a).reshape(*p.shape[: p.ndim - k], -1).double()
-            for p, a, k in zip(points, anchor, event_ndims, strict=True)
-        ],
-        dim=-1,
-    )  # (..., point, d)
-    coeff = (delta @ V) * curved.unsqueeze(-2)
-    kept = coeff @ V.transpose(-1, -2)
-    out, start = [], 0
-    for p, a, k in zip(points, anchor, event_ndims, strict=True):
-        size = math.prod(p.shape[p.ndim - k :])
-        part = kept[..., start : start + size].reshape(p.shape).to(p.dtype)
-        out.append(a + part)
-        start += size
-    return tuple(out)
 
 
 #: `lowest_loss_at_ends` takes every row while chain ends × rows stay within this budget
