@@ -1,16 +1,15 @@
 """The ArviZ adapter: LLC traces -> InferenceData, R-hat, ESS, MCSE, reliability.
 
-This is the only module that imports arviz. R-hat and ESS are the rank-normalized
-versions of Vehtari, Gelman, Simpson, Carpenter, Bürkner 2021 ("Rank-normalization,
-folding, and localization: an improved R-hat", Bayesian Analysis 16(2)), computed on
-the per-draw λ̂ trace nβ(L_t − L_n(w*)) as in devinterp / Lau et al. 2023
-(arXiv 2308.12108).
+This is the only module that imports arviz. The numbers (R-hat, ESS, MCSE) are ArviZ's,
+computed for every anchor at once by `sampling.mcmc_stats`. R-hat and ESS are the
+rank-normalized versions of Vehtari, Gelman, Simpson, Carpenter, Bürkner 2021
+("Rank-normalization, folding, and localization: an improved R-hat", Bayesian Analysis
+16(2)), computed on the per-draw λ̂ trace nβ(L_t − L_n(w*)) as in devinterp / Lau et al.
+2023 (arXiv 2308.12108).
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +21,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)
     import arviz as az
 
+from tms_slt.sampling import mcmc_stats
 from tms_slt.sampling.curvature import MAX_CURVATURE_RATIO, MAX_NEWTON_SHIFT, MIN_SOFT_STIFFNESS
 
 if TYPE_CHECKING:
@@ -134,12 +134,13 @@ def llc_diagnostics(result: LLCResult) -> xr.Dataset:
     lead = _lead_dims(result)
     ok = xr.DataArray(~result.divergent.numpy(), dims=[*lead, "chain"], coords=result.coords)
     clean = post.where(ok)
-    ds = xr.Dataset({"llc": clean})
-    with _quiet_arviz():  # divergent chains are NaN here on purpose, and reported below
-        rhat = az.rhat(ds)["llc"]
-        ess_bulk = az.ess(ds, method="bulk")["llc"]
-        ess_tail = az.ess(ds, method="tail")["llc"]
-        mcse = az.mcse(ds)["llc"]
+    # Divergent chains are NaN here on purpose: their anchor's statistics are NaN (as
+    # ArviZ's), and the divergence is reported below.
+    stats = mcmc_stats.convergence(clean.transpose(*lead, "chain", "draw").values)
+    rhat, ess_bulk, ess_tail, mcse = (
+        xr.DataArray(stats[name], dims=lead, coords=post.isel(chain=0, draw=0, drop=True).coords)
+        for name in ("rhat", "ess_bulk", "ess_tail", "mcse")
+    )
     half = clean.sizes["draw"] // 2
     first, last = clean.isel(draw=slice(0, half)), clean.isel(draw=slice(half, None))
     drift = last.mean(("chain", "draw")) - first.mean(("chain", "draw"))
@@ -188,22 +189,6 @@ def llc_diagnostics(result: LLCResult) -> xr.Dataset:
         )
         out["mala_accept"] = acc.where(ok).mean(("chain", "draw"))
     return xr.Dataset(out)
-
-
-@contextlib.contextmanager
-def _quiet_arviz():
-    """ArviZ logs "Array contains NaN-value" for the excluded (NaN) divergent chains."""
-    # ArviZ's logger is `arviz._log`, a Logger made outside logging's registry.
-    logger = getattr(az, "_log", None) or logging.getLogger("arviz")
-
-    def drop_nan_notice(record: logging.LogRecord) -> bool:
-        return "NaN-value" not in record.getMessage()
-
-    logger.addFilter(drop_nan_notice)
-    try:
-        yield
-    finally:
-        logger.removeFilter(drop_nan_notice)
 
 
 def _calibration_checks(result: LLCResult, lead: list[str]) -> dict[str, xr.DataArray]:
