@@ -41,6 +41,7 @@ from collections.abc import Callable
 from functools import cached_property
 
 import numpy as np
+import scipy.fft
 from scipy import special
 from scipy.fftpack import next_fast_len
 
@@ -192,7 +193,7 @@ def _mean_autocov(x: np.ndarray) -> np.ndarray:
     n = x.shape[-1]
     m = next_fast_len(2 * n)
     centred = x - x.mean(-1, keepdims=True)
-    spectrum = np.fft.rfft(centred, n=m, axis=-1)
+    spectrum = scipy.fft.rfft(centred, n=m, axis=-1)  # numpy's values, faster in batches
     power = np.square(spectrum.real)
     power += np.square(spectrum.imag)
     cov = np.fft.irfft(np.mean(power, axis=1), n=m, axis=-1)[:, :n]
