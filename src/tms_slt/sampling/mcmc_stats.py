@@ -5,7 +5,9 @@ index (...), all leading indices in one pass of array operations (batched FFTs, 
 truncation with masks and a cumulative minimum): no Python loop over traces. The values
 are those of ArviZ 0.23's `az.rhat` (method "rank"), `az.ess` (methods "bulk", "tail" and
 "mean") and `az.mcse` (method "mean"), which loop over the leading indices in Python;
-`tests/unit/test_mcmc_stats.py` holds them equal to ArviZ's, including ArviZ's choices:
+`tests/unit/test_mcmc_stats.py` holds them to ArviZ's within 1e-8 relative (they differ
+by rounding only, ~1e-14: the chains' power spectra are averaged before one inverse FFT
+per trace), including ArviZ's choices:
 
 * NaN wherever a trace holds a NaN (ArviZ's `not_valid`), or has fewer than 4 draws;
   R-hat also needs 2 chains;
@@ -25,10 +27,11 @@ Formulas, for M chains θ_mn of N draws:
   1), R̂ = √((B/W + N − 1)/N); the rank-normalized split R̂ is the larger of R̂ of z of
   the split chains (bulk) and R̂ of z of |θ − median θ| (folded, for the tails);
 * ESS: ρ̂_t = 1 − (W − mean_m γ̂_{m,t}) / var⁺ with γ̂ the chains' autocovariances (FFT,
-  biased, 1/N), W = mean_m γ̂_{m,0}·N/(N−1), var⁺ = W(N−1)/N + var_m(θ̄_m); Geyer's
+  biased, 1/N), W = mean_m γ̂_{m,0}·N/(N−1), var⁺ = W(N−1)/N + var_m(θ̄_m) (ddof 1); Geyer's
   initial positive sequence: the pair sums P_k = ρ̂_{2k} + ρ̂_{2k+1} (ρ̂_0 = 1) are kept
   while positive, then made monotone (P_k ← min(P_k, P_{k−1})); τ̂ = −1 + 2 Σ_k P_k +
-  ρ̂_{2K} (the next even lag, where positive), at least 1/log₁₀(MN); ESS = MN/τ̂;
+  ρ̂_{2K} (the next even lag, where positive), at least 1/log₁₀(MN); ESS = MN/τ̂ (so at
+  most MN·log₁₀(MN));
 * bulk ESS: ESS of z; tail ESS: the smaller of the ESS of the indicators θ ≤ q̂_0.05 and
   θ ≤ q̂_0.95 (q̂: quantiles of all draws, type 7 as `scipy.stats.mstats.mquantiles`);
 * MCSE of the mean: sd(θ) / √ESS_mean, sd over all draws (ddof 1) and ESS_mean the ESS of
