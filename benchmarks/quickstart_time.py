@@ -6,7 +6,8 @@ Runs the quickstart's own path (`cli._train_and_track` with the default config, 
 `save_run` and the figure, into a temporary directory) `--repeats` times and prints the
 median seconds of each phase: training; inside `estimate_llc` the curvature probes (the
 Hessian on every row, the full-data gradient), the minibatch-noise measurements, the
-pilots, the main chains, and the checks after the run; then tracking, saving and the
+pilots, the main chains, and the checks after the run; then tracking (with, inside it,
+the R-hat/ESS/MCSE of every anchor and the k-gons' theoretical λ), saving and the
 figure. Each phase is timed by wrapping the function that does it, so the phases add up
 to less than the total (the remainder is glue). Thread count stated in the output.
 """
@@ -25,10 +26,13 @@ import torch
 
 import tms_slt.sampling.curvature as curvature
 import tms_slt.sampling.llc as llc
+import tms_slt.sampling.mcmc_stats as mcmc_stats
 import tms_slt.sampling.noise as noise
 import tms_slt.sampling.settings as settings
+import tms_slt.transitions.tracking as tracking
 from tms_slt import cli
 from tms_slt.config import ExperimentConfig
+from tms_slt.theory.tms import kgon_llc_report, kgon_solution
 
 #: (module, function name, phase): each wrapped to add its wall time to its phase.
 PHASES = [
@@ -43,7 +47,9 @@ PHASES = [
     (llc, "curvature_ratio_at_ends", "curvature ratio after the run"),
     (llc, "lowest_loss_at_ends", "lower-loss check after the run"),
     (llc, "compute_llc", "LLC from the traces"),
-    (cli, "_results", "tracking (observables, ArviZ diagnostics, detector inputs)"),
+    (mcmc_stats, "convergence", "R-hat, ESS, MCSE (sampling.mcmc_stats; in tracking)"),
+    (tracking, "_kgon_theory", "λ of the k-gons, llc_theory (in tracking)"),
+    (cli, "_results", "tracking (observables, diagnostics, detector inputs)"),
 ]
 
 
@@ -83,6 +89,9 @@ def run_once() -> dict[str, float]:
     from tms_slt.plots import plot_quickstart
 
     times: dict[str, float] = defaultdict(float)
+    # Every CLI run solves for the k-gons' λ afresh: so does every repeat here.
+    kgon_llc_report.cache_clear()
+    kgon_solution.cache_clear()
     config = ExperimentConfig()
     start = time.perf_counter()
     with _timers(times):

@@ -15,6 +15,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -101,7 +102,12 @@ class TMSDistribution:
         shapes = [self.importance.shape[:-1]]
         if self.sparsity is not None and self.sparsity.ndim >= 1:
             shapes.append(self.sparsity.shape[:-1])
-        return torch.broadcast_shapes(*shapes)
+        # numpy's rule, which is torch's: torch.broadcast_shapes first imports sympy (0.7 s).
+        try:
+            return torch.Size(np.broadcast_shapes(*shapes))
+        except ValueError as err:  # torch raises RuntimeError for shapes that do not broadcast
+            shown = [tuple(s) for s in shapes]
+            raise RuntimeError(f"batch shapes {shown} do not broadcast") from err
 
     @property
     def feature_density(self) -> Tensor:

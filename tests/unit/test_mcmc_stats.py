@@ -148,10 +148,12 @@ def test_nan_anywhere_gives_nan_for_that_trace_only():
         assert np.isfinite(got[stat][[0, 2, 4]]).all()
 
 
-def test_blocks_do_not_change_the_values(monkeypatch):
+@pytest.mark.parametrize("threads", [1, 3])
+def test_blocks_and_threads_do_not_change_the_values(monkeypatch, threads):
     x = CASES["AR(1) 0.95"]
     whole = mcmc_stats.convergence(x)
     monkeypatch.setattr(mcmc_stats, "BLOCK_VALUES", 1)  # one trace per block
+    monkeypatch.setattr(mcmc_stats, "THREADS", threads)
     for stat, values in mcmc_stats.convergence(x).items():
         np.testing.assert_array_equal(values, whole[stat])
 

@@ -124,16 +124,19 @@ class LLCResult:
     @cached_property
     def llc_trace(self) -> Tensor:
         """nβ (L_t − L_n(w*)), shape (..., chain, draw), in float64."""
-        diff = self.loss_trace.double() - self.init_loss.double()[..., None, None]
-        return self.nbeta_per_index[..., None, None] * diff
+        # In place on one float64 copy (the same operations, without two more temporaries).
+        trace = self.loss_trace.to(torch.float64, copy=True)
+        trace.sub_(self.init_loss.double()[..., None, None])
+        return trace.mul_(self.nbeta_per_index[..., None, None])
 
     @cached_property
     def divergent(self) -> Tensor:
         """(..., chain) True where the chain's loss went non-finite or out of bounds."""
-        trace = self.llc_trace
-        bad = ~torch.isfinite(trace).all(-1)
+        # From each chain's extremes (amax/amin propagate NaN): no per-draw temporaries.
+        high, low = self.llc_trace.amax(-1), self.llc_trace.amin(-1)
+        bad = ~(torch.isfinite(high) & torch.isfinite(low))
         if self.divergence_bound is not None:
-            bad |= (trace.nan_to_num(posinf=math.inf) > self.divergence_bound).any(-1)
+            bad |= high > self.divergence_bound
         return bad
 
     @cached_property

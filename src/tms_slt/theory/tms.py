@@ -410,7 +410,9 @@ def kgon_llc_report(k: int, c: int = 6, variant: str = "-") -> KGonLLC:
         `KGonLLC` with ``llc`` = Fraction(rank, 2), or None and the failed condition.
     """
     sol = kgon_solution(k, c, "auto", variant)
-    W, b = kgon_critical_point(k, c, "auto", variant)
+    # `kgon_critical_point`'s (W, b) from this solution: calling it would solve again (its
+    # call of the cached `kgon_solution` has another argument list).
+    W, b = _kgon_params(k, c, sol.length, sol.bias, sol.unrepresented_biases, np)
     m = W.shape[0]
     x = _flat_vector(W, b)
     x_req = x.clone().requires_grad_(True)

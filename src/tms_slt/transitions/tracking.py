@@ -116,11 +116,13 @@ def _kgon_theory(ds: xr.Dataset, c: int) -> np.ndarray:
 
     labels = ds["kgon"].values
     regular = ds["regular_residual"].values < REGULAR_RESIDUAL
-    known = {lab: kgon_llc_of_label(str(lab), c) for lab in np.unique(labels)}
-    values = np.vectorize(lambda lab: float(known[lab]) if known[lab] is not None else np.nan)(
-        labels
-    )
-    return np.where(regular, values, np.nan)
+    values = np.full(labels.shape, np.nan)
+    # Only the labels of regular k-gons: each λ costs a solve and a Hessian check.
+    for label in np.unique(labels[regular]):
+        llc = kgon_llc_of_label(str(label), c)
+        if llc is not None:
+            values[regular & (labels == label)] = float(llc)
+    return values
 
 
 def eigen_summary(eigenvalues: np.ndarray, rtol: float = EIG_RTOL) -> tuple[np.ndarray, np.ndarray]:
