@@ -37,10 +37,7 @@ def curvature_ratio_at_ends(problem: Problem, curv: curvature.Curvature, traces:
     finite = all(bool(torch.isfinite(e).all()) for e in positions)
     if curv.eigenvectors is None or not finite:
         return torch.full(curv.h_max.shape, math.nan, dtype=torch.float64)
-    anchor = tuple(
-        p.narrow(p.ndim - k - 1, 0, 1)
-        for p, k in zip(problem.params, problem.event_ndims, strict=True)
-    )
+    anchor = problem.anchor
     reference = curvature.hessian_at(problem, anchor, curv.rows).squeeze(-3)
     chains = curvature.hessian_at(problem, tuple(positions), curv.rows)
     return curvature.curvature_ratio(curv, chains, reference)
@@ -72,10 +69,7 @@ def lowest_loss_at_ends(
         p.select(p.ndim - k - 1, -1)
         for p, k in zip(traces.params, problem.event_ndims, strict=True)
     )
-    anchor = tuple(
-        p.narrow(p.ndim - k - 1, 0, 1)
-        for p, k in zip(problem.params, problem.event_ndims, strict=True)
-    )
+    anchor = problem.anchor
     nb = torch.as_tensor(nbeta, dtype=torch.float64)[..., None]
     if problem.data_batch is None:  # a potential: K(w) exactly
         with torch.no_grad():

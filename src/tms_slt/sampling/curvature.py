@@ -118,12 +118,8 @@ class Curvature:
 
 
 def _anchor(problem: Problem, dtype: torch.dtype | None) -> tuple[Tensor, ...]:
-    """The anchor w* with a chain dim of 1, detached (optionally cast)."""
-    out = []
-    for p, k in zip(problem.params, problem.event_ndims, strict=True):
-        a = p.narrow(p.ndim - k - 1, 0, 1).detach()
-        out.append(a if dtype is None else a.to(dtype))
-    return tuple(out)
+    """The anchor w* with a chain dim of 1 (`Problem.anchor`), detached (optionally cast)."""
+    return tuple(a.detach() if dtype is None else a.detach().to(dtype) for a in problem.anchor)
 
 
 def _flatten(tensors: tuple[Tensor, ...], event_ndims: tuple[int, ...]) -> Tensor:

@@ -14,6 +14,7 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 import xarray as xr
 
 with warnings.catch_warnings():
@@ -160,7 +161,9 @@ def llc_diagnostics(result: LLCResult) -> xr.Dataset:
         "trace not flat (still drifting after burn-in)": ~flat & (surviving > 0),
         "negative: w* is not a local minimum (the chains found lower loss)": mean < 0,
         imprecise: ~precise & (surviving > 0),
-        **_calibration_checks(result, lead),
+        **_calibration_checks(
+            result.calibration, lead, result.coords, result.nbeta_per_index, result.init_loss.shape
+        ),
     }
     reasons = _reasons(checks, lead, result.coords, mean)
     reliable = reasons == ""
@@ -191,29 +194,30 @@ def llc_diagnostics(result: LLCResult) -> xr.Dataset:
     return xr.Dataset(out)
 
 
-def calibration_failures(result: LLCResult) -> np.ndarray:
-    """(...) bool: the anchors failing any check of the settings and the curvature
-    (`_calibration_checks`), before any statistics of the traces."""
-    checks = _calibration_checks(result, _lead_dims(result))
-    failed = np.zeros(result.init_loss.shape, dtype=bool)
+def calibration_failures(calibration: dict, nbeta: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """(...) bool, of `shape`: the anchors failing any check of the settings and the
+    curvature (`_calibration_checks`) that `calibration` (`LLCResult.calibration`) records,
+    before any statistics of the traces."""
+    lead = [f"dim_{i}" for i in range(len(shape))]
+    nb = torch.as_tensor(nbeta, dtype=torch.float64).expand(shape)
+    checks = _calibration_checks(calibration, lead, {}, nb, shape)
+    failed = np.zeros(shape, dtype=bool)
     for flag in checks.values():
         values = np.asarray(flag.values)
         failed |= values != "" if values.dtype.kind in "USO" else values.astype(bool)
     return failed
 
 
-def _calibration_checks(result: LLCResult, lead: list[str]) -> dict[str, xr.DataArray]:
-    """Biases the curvature at w* predicts for the settings used (`LLCResult.calibration`)."""
-    cal = result.calibration
+def _calibration_checks(
+    cal: dict, lead: list[str], coords: dict, nbeta: Any, shape: tuple[int, ...]
+) -> dict[str, xr.DataArray]:
+    """Biases the curvature at w* predicts for the settings used (`LLCResult.calibration`,
+    each entry broadcast to the anchors' `shape`, dims `lead`; nβ per anchor)."""
     if "predicted_bias_localization" not in cal:
         return {}
 
     def da(name: str) -> xr.DataArray:
-        return xr.DataArray(
-            np.broadcast_to(cal[name].numpy(), result.init_loss.shape),
-            dims=lead,
-            coords=result.coords,
-        )
+        return xr.DataArray(np.broadcast_to(cal[name].numpy(), shape), dims=lead, coords=coords)
 
     tol = MAX_PREDICTED_BIAS
     return {
@@ -232,9 +236,7 @@ def _calibration_checks(result: LLCResult, lead: list[str]) -> dict[str, xr.Data
         f"{MAX_NEWTON_SHIFT:.0%} of λ)": da("newton_shift") > MAX_NEWTON_SHIFT,
         "w* is a saddle of L_n (negative Hessian eigenvalue)": da("saddle").astype(bool),
         **_lower_loss_check(cal, da),
-        **_anharmonic_check(
-            cal, da, xr.DataArray(result.nbeta_per_index.numpy(), dims=lead, coords=result.coords)
-        ),
+        **_anharmonic_check(cal, da, xr.DataArray(nbeta.numpy(), dims=lead, coords=coords)),
     }
 
 

@@ -381,7 +381,7 @@ def estimate_llc(
             traces,
             num_burnin,
             nbeta,
-            _sound_settings(traces, problem, nbeta, num_burnin, calibration),
+            _sound_settings(problem, nbeta, calibration),
             generator,
             backend=backend,
             divergence_bound=DIVERGENCE_FACTOR * problem.num_params,
@@ -403,9 +403,7 @@ def estimate_llc(
     )
 
 
-def _sound_settings(
-    traces: Traces, problem: Problem, nbeta: Any, num_burnin: int, calibration: dict
-) -> Tensor:
+def _sound_settings(problem: Problem, nbeta: Any, calibration: dict) -> Tensor:
     """(...) the anchors that pass every check of the settings and the curvature
     (`diagnostics`), whose chains sample where the curvature is w*'s within
     `precision.MAX_RATIO_TO_EXTEND`, and whose Hessian has no null direction but the
@@ -417,25 +415,12 @@ def _sound_settings(
     and −17% on two seeds, each reading a 3% error after 4× the draws)."""
     from tms_slt.sampling.diagnostics import calibration_failures
 
-    provisional = compute_llc(
-        traces.loss,
-        problem.init_loss,
-        nbeta,
-        num_burnin=num_burnin,
-        dims=problem.dims,
-        coords=problem.coords,
-        num_params=problem.num_params,
-        calibration=calibration,
-    )
-    sound = torch.from_numpy(np.asarray(~calibration_failures(provisional)))
+    shape = tuple(problem.init_loss.shape)
+    sound = torch.from_numpy(np.asarray(~calibration_failures(calibration, nbeta, shape)))
     if "num_curved" in calibration:
         symmetries = 0
         if problem.symmetry_tangents is not None:
-            anchor = tuple(
-                p.narrow(p.ndim - k - 1, 0, 1)
-                for p, k in zip(problem.params, problem.event_ndims, strict=True)
-            )
-            symmetries = problem.symmetry_tangents(anchor).shape[-2]
+            symmetries = problem.symmetry_tangents(problem.anchor).shape[-2]
         sound &= calibration["num_curved"] >= problem.num_params - symmetries
     ratio = calibration.get("curvature_ratio")
     if ratio is not None:

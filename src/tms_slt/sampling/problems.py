@@ -89,6 +89,14 @@ class Problem:
     symmetry_tangents: Callable[[tuple[Tensor, ...]], Tensor] | None = None
 
     @property
+    def anchor(self) -> tuple[Tensor, ...]:
+        """w*, each (..., 1, *event): the first chain's copy of the start."""
+        return tuple(
+            p.narrow(p.ndim - k - 1, 0, 1)
+            for p, k in zip(self.params, self.event_ndims, strict=True)
+        )
+
+    @property
     def num_params(self) -> int:
         """d, the number of parameters of one chain."""
         return sum(
