@@ -20,24 +20,14 @@ seed's max(spread/√K, MCSE)) | relative error | (λ̂ − λ)/SE | ε | draws 
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from llc_accuracy import _module  # the known-λ cases, loaded as llc_accuracy loads them
 
-_HERE = Path(__file__).resolve().parents[1] / "tests" / "statistical"
 SAMPLERS = ("sgld", "rmsprop")
-
-
-def _module(name: str):
-    spec = importlib.util.spec_from_file_location(name, _HERE / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
 def _cases(known):

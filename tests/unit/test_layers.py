@@ -1,5 +1,7 @@
-"""Dependencies point one way (DESIGN.md §2): every import of the package, at module level
-or inside a function, goes to the same layer or below, but for the listed exceptions."""
+"""Dependencies point one way (../shared/DESIGN.md §2): every import of the package, at
+module level or inside a function, goes to the same layer of LAYERS or below, but for the
+two listed exceptions (both inside a function: `transitions.run.plot` draws with `plots`,
+`io` reads the package's `__version__` for a run's metadata)."""
 
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ LAYERS = {
     "paper": 6,
     "cli": 7,
 }
-#: (importing file, imported top-level module): the upward imports DESIGN.md allows.
+#: (importing file, imported top-level module): the upward imports allowed.
 ALLOWED = {("transitions/run.py", "plots"), ("io.py", "__version__")}
 
 
@@ -50,7 +52,7 @@ def _top(module: str) -> str:
 def test_every_module_has_a_layer():
     names = {p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
     names |= {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
-    assert names == set(LAYERS), f"DESIGN.md §2 and LAYERS must list {sorted(names ^ set(LAYERS))}"
+    assert names == set(LAYERS), f"LAYERS must list {sorted(names ^ set(LAYERS))}"
 
 
 def test_imports_point_down():
@@ -65,4 +67,4 @@ def test_imports_point_down():
             layer = LAYERS.get(target, 99)  # the package root (its __version__) sits on top
             if layer > own and (rel, target) not in ALLOWED:
                 upward.append(f"{rel} imports {module}")
-    assert not upward, "imports against DESIGN.md §2: " + "; ".join(upward)
+    assert not upward, "imports against the layers: " + "; ".join(upward)
