@@ -213,9 +213,13 @@ def run_tms_chains(
 
     def draw(buffers: tuple[Tensor, Tensor, Tensor], steps: int) -> None:
         idx, noise_W, noise_b = buffers
+        # Views made once per chunk, not per step: with few anchors (the precision
+        # extension) a step's own work is small and the per-step Python overhead sets the time.
+        rows = idx.view(idx.shape[0], *tms.index_shape).unbind(0)
+        noise = tuple(zip(noise_W.unbind(0), noise_b.unbind(0), strict=True))
         for t in range(steps):  # as `chains.run_chains`: the batch, then the noise
-            tms.draw_indices(generator, out=idx[t].view(tms.index_shape))
-            draw_noise(sampled, generator, out=(noise_W[t], noise_b[t])[: len(sampled)])
+            tms.draw_indices(generator, out=rows[t])
+            draw_noise(sampled, generator, out=noise[t][: len(sampled)])
 
     def run_shard(
         shard: tuple[int, int, Tensor], spec: _Spec, buffers: tuple[Tensor, Tensor, Tensor]
