@@ -26,7 +26,13 @@ from tms_slt.config import LLC_SAMPLERS
 from tms_slt.models import TMSParams, get_activation
 from tms_slt.sampling.backends import BACKENDS, resolve_backend, sample
 from tms_slt.sampling.chains import Traces, draw_noise, run_chains
-from tms_slt.sampling.checks import RATIO_POSITIONS, curvature_ratio_at_ends, lowest_loss_at_ends
+from tms_slt.sampling.checks import (
+    MIN_NULL_CONFINEMENT,
+    RATIO_POSITIONS,
+    curvature_ratio_at_ends,
+    lowest_loss_at_ends,
+    null_confinement,
+)
 from tms_slt.sampling.curvature import side_stream
 from tms_slt.sampling.noise import noise_record, noise_where_chains_went
 from tms_slt.sampling.precision import MAX_RATIO_TO_EXTEND, extend_for_precision
@@ -361,6 +367,9 @@ def estimate_llc(
         calibration["curvature_ratio"] = curvature_ratio_at_ends(problem, curv, traces)
         side = side_stream(generator)
         calibration["lowest_loss_shift"] = lowest_loss_at_ends(problem, traces, nbeta, side)
+        calibration["null_confinement"] = null_confinement(
+            problem, curv, step, pull, num_draws, nbeta, side
+        )
         unit = noise_bias_per_unit(curv, nbeta)
         curv = noise_where_chains_went(problem, curv, traces, side, unit, RATIO_POSITIONS)
         calibration.update(
@@ -407,12 +416,15 @@ def _sound_settings(problem: Problem, nbeta: Any, calibration: dict) -> Tensor:
     """(...) the anchors that pass every check of the settings and the curvature
     (`diagnostics`), whose chains sample where the curvature is w*'s within
     `precision.MAX_RATIO_TO_EXTEND`, and whose Hessian has no null direction but the
-    symmetries': where only precision may be missing, longer chains can supply it.
+    symmetries' or the loss holds the chains along each of them within their reach
+    (`checks.null_confinement`): where only precision may be missing, longer chains can
+    supply it.
 
-    Where flat or singular directions remain, λ̂ depends on how far the chains have explored
-    them, on a time scale the quadratic model does not give; a longer chain there shrinks
-    the spread between chains without that exploration (the DLN (3, 4, 4, 2), r = 1: −5%
-    and −17% on two seeds, each reading a 3% error after 4× the draws)."""
+    Where flat or singular directions remain unexplored, λ̂ depends on how far the chains
+    went along them, on a time scale the quadratic model does not give; a longer chain there
+    shrinks the spread between chains without that exploration (the DLN (3, 4, 4, 2),
+    r = 1: −5% and −17% on two seeds, each reading a 3% error after 4× the draws; its
+    null confinement is 0.006)."""
     from tms_slt.sampling.diagnostics import calibration_failures
 
     shape = tuple(problem.init_loss.shape)
@@ -421,7 +433,11 @@ def _sound_settings(problem: Problem, nbeta: Any, calibration: dict) -> Tensor:
         symmetries = 0
         if problem.symmetry_tangents is not None:
             symmetries = problem.symmetry_tangents(problem.anchor).shape[-2]
-        sound &= calibration["num_curved"] >= problem.num_params - symmetries
+        explored = calibration["num_curved"] >= problem.num_params - symmetries
+        held = calibration.get("null_confinement")
+        if held is not None:
+            explored |= held >= MIN_NULL_CONFINEMENT
+        sound &= explored
     ratio = calibration.get("curvature_ratio")
     if ratio is not None:
         off = ratio.log().abs() > math.log(MAX_RATIO_TO_EXTEND)
