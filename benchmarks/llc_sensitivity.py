@@ -31,7 +31,8 @@ def main() -> None:
     case = next((c for c in known.cases() if c.name == args.case), None)
     if case is None or case.family != "dln":
         raise SystemExit(f"--case must name a DLN case of known_lambda, got {args.case!r}")
-    model, data = known.fitted_linear_network(*_network_args(case.name))
+    widths, rank, sigma, batch_size = _network_args(case.name)
+    model, data = known.fitted_linear_network(widths, rank, sigma)
     nbeta = default_nbeta(data[0].shape[0])
 
     def run(**settings):
@@ -39,7 +40,7 @@ def main() -> None:
             model,
             known.squared_error,
             data,
-            batch_size=100,
+            batch_size=batch_size,
             generator=torch.Generator().manual_seed(0),
             progress=False,
             **settings,
@@ -63,13 +64,14 @@ def main() -> None:
         print(f"| {label} | {text} | {ok} |", flush=True)
 
 
-def _network_args(name: str) -> tuple[tuple[int, ...], int, float]:
-    """(widths, rank, σ) from a case name such as "DLN (3, 3, 3) r=1 σ=0.1 m=100"."""
+def _network_args(name: str) -> tuple[tuple[int, ...], int, float, int]:
+    """(widths, rank, σ, batch size) from a case name such as "DLN (3, 3, 3) r=1 σ=0.1 m=100"."""
     shown = name[name.index("(") + 1 : name.index(")")]
     widths = tuple(int(w) for w in shown.split(","))
     rank = int(name.split("r=")[1].split()[0])
     sigma = float(name.split("σ=")[1].split()[0])
-    return widths, rank, sigma
+    batch_size = int(name.split("m=")[1].split()[0])
+    return widths, rank, sigma, batch_size
 
 
 if __name__ == "__main__":
