@@ -23,6 +23,7 @@ import time
 import numpy as np
 import torch
 
+import tms_slt.sampling.curvature as curvature
 import tms_slt.sampling.llc as llc
 import tms_slt.sampling.precision as precision
 import tms_slt.sampling.settings as settings
@@ -40,7 +41,7 @@ def main() -> None:
     main_sample = llc.sample
 
     def recorded_length(curv, nbeta, eps, gam, num_draws, num_burnin):
-        seen["near"] = settings.curvature.near_minimum(curv, nbeta)
+        seen["near"] = curvature.near_minimum(curv, nbeta)
         return chain_length(curv, nbeta, eps, gam, num_draws, num_burnin)
 
     def timed_main(problem, kernel, num_draws, *a, **k):
