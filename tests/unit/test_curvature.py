@@ -5,11 +5,12 @@ Hessian equals double backward; the probes compare like with like."""
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 
 from tms_slt.models import get_activation
-from tms_slt.sampling import curvature, problems
+from tms_slt.sampling import chains, checks, curvature, problems
 
 
 def _problem(anchors: int, per_anchor_data: bool):
@@ -79,12 +80,10 @@ def test_curvature_ratio_is_one_on_a_quadratic_loss_whatever_the_rows():
     assert abs(float(ratio) - 1) < 1e-6  # ... and the like-for-like ratio does not see it
 
 
-def test_a_minimum_with_flat_directions_is_no_saddle():
-    """A reduced-rank regression fitted to a minimum of L_n has a continuum of flat directions
-    (B A = B G G⁻¹ A). On all rows their eigenvalues are ~0; on a 1024-row subset they were
-    off by ±2% of h_max, and the minimum was called a saddle."""
-    g = torch.Generator().manual_seed(1)
-    n, M, H, N = 8000, 5, 2, 4
+def _fitted_rrr(g: torch.Generator, M: int = 5, H: int = 2, N: int = 4):
+    """A reduced-rank regression (rank-2 teacher, n = 8000, σ = 0.7) fitted by L-BFGS to a
+    minimum of L_n: its problem and squared-error loss."""
+    n = 8000
     x = torch.randn(n, M, generator=g, dtype=torch.float64)
     teacher = torch.randn(N, 2, generator=g, dtype=torch.float64) @ torch.randn(
         2, M, generator=g, dtype=torch.float64
@@ -112,11 +111,68 @@ def test_a_minimum_with_flat_directions_is_no_saddle():
         return value
 
     opt.step(closure)
-    problem = problems.module_problem(model, loss, (x, y), num_chains=2, batch_size=100)
+    return problems.module_problem(model, loss, (x, y), num_chains=2, batch_size=100)
+
+
+def test_a_minimum_with_flat_directions_is_no_saddle():
+    """A reduced-rank regression fitted to a minimum of L_n has a continuum of flat directions
+    (B A = B G G⁻¹ A). On all rows their eigenvalues are ~0; on a 1024-row subset they were
+    off by ±2% of h_max, and the minimum was called a saddle."""
+    g = torch.Generator().manual_seed(1)
+    M, H, N = 5, 2, 4
+    problem = _fitted_rrr(g, M, H, N)
     curv = curvature.probe(problem, g)
     assert float(curv.h_min) > -1e-6 * float(curv.h_max)
     assert not bool(curvature.is_saddle(curv))
     assert int(curv.num_curved) == M * H + H * N - H * H  # the flat set: GL(H) acting on (A, B)
+
+
+def test_chains_drifting_along_a_gauge_orbit_sample_a_quadratic_loss():
+    """(A, B) → (GA, BG⁻¹) leaves a reduced-rank regression's loss unchanged and changes its
+    Hessian by a congruence. Chains that drift along that orbit, a posterior width off it,
+    sample a loss as quadratic as at w*: the ratio against the nearest minimum reads 1 where
+    the comparison with w*'s eigenvectors alone reads far from it (0.81–0.83 on the fitted
+    DLN (6, 2, 6) and (4, 3, 4) of benchmarks/llc_accuracy.py, whose λ̂ is within 2%)."""
+    g = torch.Generator().manual_seed(1)
+    problem = _fitted_rrr(g)
+    curv = curvature.probe(problem, g)
+    A, B = (a[0] for a in problem.anchor)  # (H, M), (N, H)
+    positions = [[], []]
+    for scale in (1.6, 1.8, 2.0, 2.2, 0.6, 0.5, 0.45, 0.4):  # 2 chains × 4 kept positions
+        G = torch.diag(torch.tensor([scale, 1 / scale], dtype=torch.float64))
+        positions[0].append(G @ A + 1e-3 * torch.randn(A.shape, generator=g, dtype=A.dtype))
+        positions[1].append(B @ torch.linalg.inv(G))
+    params = tuple(torch.stack(p).reshape(2, 4, *p[0].shape) for p in positions)
+    traces = chains.Traces(loss=torch.zeros(2, 4), mala_accept=None, params=params)
+    nbeta = problem.n / math.log(problem.n)
+    relaxed = float(checks.curvature_ratio_at_ends(problem, curv, traces, nbeta))
+    flat = tuple(p.flatten(0, 1) for p in params)
+    reference = curvature.hessian_at(problem, problem.anchor, curv.rows).squeeze(-3)
+    hessians = curvature.hessian_at(problem, flat, curv.rows)
+    against_anchor = float(curvature.curvature_ratio(curv, hessians, reference))
+    assert abs(against_anchor - 1) > 0.15  # outside MAX_CURVATURE_RATIO's band ...
+    assert abs(relaxed - 1) < 0.01  # ... and quadratic around the nearest minimum
+
+
+def test_chains_off_the_anchors_set_of_minima_are_compared_with_w_star():
+    """Where the nearest minimum is not on w*'s set (a different level or rank), the chains
+    are compared with w* itself: `relaxed_ratio` there is `curvature_ratio`."""
+    problem = _problem(3, per_anchor_data=False)
+    curv = curvature.probe(problem, torch.Generator().manual_seed(0))
+    anchor = tuple(p[:, :1] for p in problem.params)
+    g = torch.Generator().manual_seed(2)
+    moved = tuple(
+        p + 0.05 * torch.randn(p.shape, generator=g, dtype=p.dtype) for p in problem.params
+    )
+    reference = curvature.hessian_at(problem, anchor, None).squeeze(-3)
+    hessians = curvature.hessian_at(problem, moved, None)
+    nearest, _ = curvature.relaxed(problem, moved, hessians, curv.null_threshold)
+    at_nearest = curvature.hessian_at(problem, nearest, None)
+    off = torch.zeros(hessians.shape[:-2], dtype=torch.bool)
+    ratio = curvature.relaxed_ratio(curv, hessians, reference, at_nearest, off)
+    assert torch.equal(ratio, curvature.curvature_ratio(curv, hessians, reference))
+    on = curvature.relaxed_ratio(curv, hessians, reference, at_nearest, ~off)
+    assert not torch.equal(on, ratio)
 
 
 def test_the_rotation_of_a_tms_is_projected_out_of_the_spectrum():

@@ -1,5 +1,5 @@
 """Checks made after the run, where the chains went: is the loss there still the quadratic
-of w* (`curvature_ratio_at_ends`), and did a chain find lower loss than w*
+of the minimum nearest to them (`curvature_ratio_at_ends`), and did a chain find lower loss than w*
 (`lowest_loss_at_ends`)? Both go into `LLCResult.calibration`; `diagnostics` judges them."""
 
 from __future__ import annotations
@@ -20,10 +20,15 @@ RATIO_POSITIONS = 4
 PROBED_CHAINS = 2
 
 
-def curvature_ratio_at_ends(problem: Problem, curv: curvature.Curvature, traces: Traces) -> Tensor:
-    """`curvature.curvature_ratio` over the last RATIO_POSITIONS kept positions of the first
-    PROBED_CHAINS chains (folded into one dim: the median is over all of them), the
-    chains' and the anchor's Hessians on the same rows (`Curvature.rows`)."""
+def curvature_ratio_at_ends(
+    problem: Problem, curv: curvature.Curvature, traces: Traces, nbeta: Any
+) -> Tensor:
+    """`curvature.relaxed_ratio` over the last RATIO_POSITIONS kept positions of the first
+    PROBED_CHAINS chains (folded into one dim: the median is over all of them): each
+    position's Hessian against the Hessian at the minimum nearest to it where that minimum
+    is on w*'s set of minima (`curvature.SAME_MINIMUM_NATS`, the same number of curved
+    directions, symmetries projected out), against w*'s elsewhere; all on the same rows
+    (`Curvature.rows`)."""
     positions = []
     for p, k in zip(traces.params, problem.event_ndims, strict=True):
         chain_dim = p.ndim - k - 2
@@ -37,10 +42,22 @@ def curvature_ratio_at_ends(problem: Problem, curv: curvature.Curvature, traces:
     finite = all(bool(torch.isfinite(e).all()) for e in positions)
     if curv.eigenvectors is None or not finite:
         return torch.full(curv.h_max.shape, math.nan, dtype=torch.float64)
+    positions = tuple(positions)
     anchor = problem.anchor
     reference = curvature.hessian_at(problem, anchor, curv.rows).squeeze(-3)
-    chains = curvature.hessian_at(problem, tuple(positions), curv.rows)
-    return curvature.curvature_ratio(curv, chains, reference)
+    at_chains = curvature.hessian_at(problem, positions, curv.rows)
+    nearest, loss = curvature.relaxed(problem, positions, at_chains, curv.null_threshold)
+    at_nearest = curvature.hessian_at(problem, nearest, curv.rows)
+    dtype = curvature._probe_dtype(problem)
+    anchor_loss, _ = curvature.full_loss_and_gradient(
+        problem, curvature._cast_params(anchor, dtype), dtype
+    )
+    nb = torch.as_tensor(nbeta, dtype=torch.float64)[..., None]
+    level = nb * (loss.cpu() - anchor_loss.cpu()).abs() <= curvature.SAME_MINIMUM_NATS
+    projected = curvature._without_symmetries(problem, nearest, at_nearest)
+    rank = (torch.linalg.eigvalsh(projected) > curv.null_threshold[..., None, None]).sum(-1)
+    on_anchor_set = level & (rank == curv.num_curved[..., None])
+    return curvature.relaxed_ratio(curv, at_chains, reference, at_nearest, on_anchor_set)
 
 
 #: `lowest_loss_at_ends` takes every row while chain ends × rows stay within this budget

@@ -279,7 +279,8 @@ def _noise_check(cal: dict, da: Any) -> dict[str, xr.DataArray]:
 
 def _anharmonic_check(cal: dict, da: Any, nbeta: Any) -> dict[str, xr.DataArray]:
     """nβ too small for the asymptotic λ: the softest curved direction too soft, or the
-    curvature where the chains sample unlike w*'s."""
+    curvature where the chains sample unlike that of the minimum nearest to them
+    (`checks.curvature_ratio_at_ends`)."""
     out = {}
     if "hessian_soft" in cal and "num_curved" in cal:
         soft = da("hessian_soft") * nbeta
@@ -291,8 +292,8 @@ def _anharmonic_check(cal: dict, da: Any, nbeta: Any) -> dict[str, xr.DataArray]
     if "curvature_ratio" in cal:
         ratio = da("curvature_ratio")
         name = (
-            "anharmonic: the curvature where the chains sample differs from w*'s by more than "
-            f"{MAX_CURVATURE_RATIO:g}× (nβ too small for the asymptotic λ)"
+            "anharmonic: the curvature where the chains sample differs from their nearest "
+            f"minimum's by more than {MAX_CURVATURE_RATIO:g}× (nβ too small for the asymptotic λ)"
         )
         out[name] = (ratio > MAX_CURVATURE_RATIO) | (ratio < 1 / MAX_CURVATURE_RATIO)
     return out

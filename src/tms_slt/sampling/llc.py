@@ -358,7 +358,7 @@ def estimate_llc(
         or (max(num_draws // RATIO_POSITIONS, 1) if curv is not None else None),
     )
     if curv is not None:
-        calibration["curvature_ratio"] = curvature_ratio_at_ends(problem, curv, traces)
+        calibration["curvature_ratio"] = curvature_ratio_at_ends(problem, curv, traces, nbeta)
         side = side_stream(generator)
         calibration["lowest_loss_shift"] = lowest_loss_at_ends(problem, traces, nbeta, side)
         unit = noise_bias_per_unit(curv, nbeta)
